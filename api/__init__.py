@@ -1,0 +1,1 @@
+"""REST API v1: authentication, scoping, serializers and thin views."""

@@ -1,0 +1,1 @@
+"""Explicit input and output serializers per endpoint (no ModelSerializer mass assignment)."""

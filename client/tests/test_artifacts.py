@@ -1,0 +1,240 @@
+import hashlib
+import os
+import threading
+from collections import Counter
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from conftest import run_created
+from tracker_client import Run
+from tracker_client.artifacts import (
+    ArtifactError,
+    download_artifact,
+    normalize_remote_path,
+    plan_artifact,
+    sha256_file,
+    upload_file,
+)
+from tracker_client.http import ApiError, HttpClient
+
+
+def test_plan_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch10.pt").write_bytes(b"x")
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "a.txt").write_text("a")
+    (tmp_path / "out" / "sub" / "b.txt").write_text("b")
+    assert plan_artifact("checkpoints/epoch10.pt")[0][1] == "checkpoints/epoch10.pt"
+    assert plan_artifact(tmp_path / "checkpoints" / "epoch10.pt")[0][1] == "epoch10.pt"
+    assert plan_artifact("checkpoints/epoch10.pt", name="best.pt")[0][1] == "best.pt"
+    assert [r for _, r in plan_artifact("out")] == ["out/a.txt", "out/sub/b.txt"]
+    assert [r for _, r in plan_artifact("out", name="results")] == [
+        "results/a.txt",
+        "results/sub/b.txt",
+    ]
+    with pytest.raises(FileNotFoundError):
+        plan_artifact("nope.bin")
+
+
+@pytest.mark.parametrize("bad", ["", "/", "../x", "a/../../b", "./.."])
+def test_remote_path_rejects_traversal(bad):
+    with pytest.raises(ValueError):
+        normalize_remote_path(bad)
+
+
+def test_remote_path_normalizes():
+    assert normalize_remote_path("/a//b/./c\\d") == "a/b/c/d"
+
+
+def test_sha256_streaming(tmp_path):
+    data = os.urandom(9 * 1024 * 1024 + 7)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert sha256_file(path) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+class ObjectStore:
+    """Stub for both the API and presigned part URLs; records what it received."""
+
+    def __init__(self, mode, part_size=1000, fail_parts=(), lose_chunk_response_at=None):
+        self.mode = mode
+        self.part_size = part_size
+        self.fail_parts = set(fail_parts)
+        self.lose_chunk_response_at = lose_chunk_response_at
+        self.parts: dict[int, bytes] = {}
+        self.part_puts: Counter = Counter()
+        self.chunked = bytearray()
+        self.declared: dict = {}
+        self.completed = None
+        self.auth_on_presigned = []
+        self.url = ""
+        self.lock = threading.Lock()
+
+    def __call__(self, req):
+        split = urlsplit(req.path)
+        path, query = split.path, parse_qs(split.query)
+        if path.startswith("/s3/part"):
+            number = int(path.removeprefix("/s3/part"))
+            with self.lock:
+                self.part_puts[number] += 1
+                self.auth_on_presigned.append(req.headers.get("authorization"))
+                if number in self.fail_parts:
+                    return 403, {"Content-Type": "application/xml"}, b"<Error>denied</Error>"
+                self.parts[number] = req.body
+            return 200, {"ETag": f'"etag-{number}"'}, b""
+        if path == "/api/v1/runs/7/artifacts/" and req.method == "POST":
+            self.declared = req.json()
+            size = self.declared["size"]
+            if self.mode == "chunked":
+                upload = {"mode": "chunked", "chunk_size": 1000, "offset": len(self.chunked)}
+            else:
+                n = (size + self.part_size - 1) // self.part_size
+                upload = {
+                    "mode": "s3-multipart",
+                    "part_size": self.part_size,
+                    "parts": [
+                        {"number": i, "url": f"{self.url}/s3/part{i}?X-Sig=abc"}
+                        for i in range(1, n + 1)
+                    ],
+                }
+            return (
+                201,
+                {},
+                {"id": 11, "path": self.declared["path"], "state": "pending", "upload": upload},
+            )
+        if path == "/api/v1/artifacts/11/content":
+            offset = int(query["offset"][0])
+            if offset != len(self.chunked):
+                return (
+                    409,
+                    {},
+                    {
+                        "error": {
+                            "code": "offset_mismatch",
+                            "message": "bad offset",
+                            "expected_offset": len(self.chunked),
+                        }
+                    },
+                )
+            self.chunked.extend(req.body)
+            if self.lose_chunk_response_at == offset:
+                self.lose_chunk_response_at = None
+                return 502, {}, {}  # stored, but the answer is lost on the way
+            return 200, {}, {"offset": len(self.chunked)}
+        if path == "/api/v1/artifacts/11/complete/":
+            self.completed = req.json()
+            if self.mode == "chunked":
+                data = bytes(self.chunked)
+            else:
+                data = b"".join(self.parts[p["number"]] for p in self.completed["parts"])
+            if hashlib.sha256(data).hexdigest() != self.declared["sha256"]:
+                return 400, {}, {"error": {"code": "checksum_mismatch", "message": "bad sum"}}
+            return 200, {}, {"id": 11, "path": self.declared["path"], "state": "ready"}
+        return 404, {}, {"error": {"code": "not_found", "message": path}}
+
+
+def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
+    store = ObjectStore("s3", part_size=1000, fail_parts={3})
+    stub = stub_server(store)
+    store.url = stub.url
+    data = os.urandom(4500)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    http = HttpClient(stub.url, "secret-token")
+    with pytest.raises(ApiError):
+        upload_file(http, 7, path, "model.bin", workers=3)
+    assert store.completed is None
+    first_puts = dict(store.part_puts)
+    acked_first = set(store.parts)  # parts the object store accepted in the first attempt
+    assert first_puts[3] == 1 and 3 not in acked_first  # 403 is permanent: not retried
+
+    store.fail_parts.clear()
+    result = upload_file(http, 7, path, "model.bin", workers=3)
+    assert result["state"] == "ready"
+    resent = {n: store.part_puts[n] - first_puts.get(n, 0) for n in range(1, 6)}
+    # the state file remembered the ETags: only what was not acknowledged goes out again
+    assert resent == {n: 0 if n in acked_first else 1 for n in range(1, 6)}
+    assert store.completed == {"parts": [{"number": n, "etag": f'"etag-{n}"'} for n in range(1, 6)]}
+    assert set(store.auth_on_presigned) == {None}  # the token never goes to the object store
+    assert store.parts[5] == data[4000:]
+
+
+def test_chunked_upload_recovers_from_lost_response(stub_server, tmp_path):
+    store = ObjectStore("chunked", lose_chunk_response_at=1000)
+    stub = stub_server(store)
+    data = os.urandom(3500)
+    path = tmp_path / "log.txt"
+    path.write_bytes(data)
+    result = upload_file(HttpClient(stub.url, "t"), 7, path, "logs/log.txt")
+    assert result["state"] == "ready"
+    assert bytes(store.chunked) == data  # the 409 answer moved us on instead of duplicating
+    assert store.declared["path"] == "logs/log.txt"
+
+
+def test_log_artifact_runs_in_background_and_finish_waits(stub_server, tmp_path):
+    store = ObjectStore("chunked")
+
+    def handler(req):
+        if req.method == "POST" and req.path.endswith("/projects/ws/p/runs/"):
+            return run_created(req)
+        if "/artifacts" in req.path:
+            return store(req)
+        return 200, {}, {}
+
+    stub = stub_server(handler)
+    path = tmp_path / "weights.pt"
+    data = os.urandom(5000)
+    path.write_bytes(data)
+    run = Run(project="ws/p", url=stub.url, token="t", telemetry=False)
+    assert run.log_artifact(path, name="ckpt/weights.pt") == ["ckpt/weights.pt"]
+    run.finish()
+    assert bytes(store.chunked) == data and store.completed == {}
+    assert stub.requests[-1].method == "PATCH"  # status set after the upload finished
+
+
+def test_download_streams_and_verifies(stub_server, tmp_path):
+    data = os.urandom(3000)
+    good = hashlib.sha256(data).hexdigest()
+    state = {"sha": good, "urls": []}
+
+    def handler(req):
+        if req.path.startswith("/api/v1/runs/7/artifacts/"):
+            return (
+                200,
+                {},
+                {
+                    "results": [
+                        {
+                            "id": 11,
+                            "path": "ckpt/model.bin",
+                            "size": len(data),
+                            "sha256": state["sha"],
+                        }
+                    ],
+                    "next": None,
+                },
+            )
+        if req.path == "/api/v1/artifacts/11/download":
+            return 302, {"Location": f"{stub.url}/blob?sig=1"}, b""
+        if req.path.startswith("/blob"):
+            state["urls"].append(req.headers.get("authorization"))
+            return 200, {"Content-Type": "application/octet-stream"}, data
+        return 404, {}, {}
+
+    stub = stub_server(handler)
+    http = HttpClient(stub.url, "t")
+    out = download_artifact(http, 7, "ckpt/model.bin", tmp_path)
+    assert out == tmp_path / "model.bin" and out.read_bytes() == data
+    assert download_artifact(http, 7, "ckpt/model.bin", tmp_path / "dl") == (
+        tmp_path / "dl" / "model.bin"
+    )
+    assert download_artifact(http, 7, "ckpt/model.bin", tmp_path / "x.bin") == tmp_path / "x.bin"
+    assert state["urls"] == [None, None, None]  # never our token on the presigned URL
+    state["sha"] = "0" * 64
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        download_artifact(http, 7, "ckpt/model.bin", tmp_path / "other.bin")
+    assert not (tmp_path / "other.bin").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    with pytest.raises(ArtifactError, match="no artifact"):
+        download_artifact(http, 7, "missing.bin", tmp_path)

@@ -1,0 +1,96 @@
+"""Small threading helpers that keep working during interpreter shutdown.
+
+`concurrent.futures` refuses new work once `threading` starts shutting down, which happens
+*before* `atexit` handlers run — exactly when a script that never called `finish()` gets its
+last images and artifacts flushed. Plain daemon threads have no such rule.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, name: str = "tracker-worker"
+) -> list[R]:
+    """fn over items on up to `workers` threads; results in input order; raises the first
+    failure once every started call has finished (so nothing keeps running behind our back)."""
+    todo = list(enumerate(items))
+    results: list[Any] = [None] * len(todo)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                index, item = todo.pop(0)
+            try:
+                results[index] = fn(item)
+            except BaseException as exc:  # re-raised in the caller below
+                with lock:
+                    errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=worker, name=f"{name}-{i}", daemon=True)
+        for i in range(max(1, min(workers, len(todo))))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+class WorkerPool:
+    """Fixed daemon threads consuming a queue; `pending` counts submitted-but-unfinished."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self.pending = 0
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._cv:
+            self.pending += 1
+        self._queue.put((fn, args))
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            fn, args = job
+            try:
+                fn(*args)
+            finally:
+                with self._cv:
+                    self.pending -= 1
+                    self._cv.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until nothing is pending (True) or the timeout expires (False)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self.pending == 0, timeout)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)

@@ -1,0 +1,470 @@
+"""Artifact upload (presigned S3 multipart or chunked through the API) and download.
+
+Uploads run on a background worker so `log_artifact()` returns at once; `finish()` waits for
+them. Large files are never read whole: sha256 is computed streaming, S3 parts are streamed from
+the file with an explicit Content-Length, and the parts already uploaded are remembered in a
+small state file so a re-run after a crash only sends what is missing. If the server cannot be
+reached, the artifact is journaled as a reference (local path, size, sha256) and uploaded by
+`tracker sync` later, provided the file is still unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+
+from ._threads import WorkerPool, parallel_map
+from .config import cache_dir
+from .http import ApiError, HttpClient, RetryPolicy, TrackerUnreachable, retry_call
+from .records import ARTIFACT, Record
+
+logger = logging.getLogger("tracker_client")
+
+HASH_CHUNK = 4 * 1024 * 1024
+STREAM_CHUNK = 1024 * 1024
+MAX_CHUNK = 64 * 1024 * 1024  # cap on the server's chunk_size: one chunk is held in memory
+PART_RETRY = RetryPolicy(max_attempts=8, max_elapsed=600.0, base=1.0, cap=30.0)
+DEFAULT_WORKERS = 6
+COMPLETE_TIMEOUT = httpx.Timeout(900.0, connect=10.0)
+
+ProgressFn = Callable[[int], None]
+
+
+class ArtifactError(Exception):
+    """The artifact could not be uploaded/downloaded as asked (changed file, bad checksum)."""
+
+
+def sha256_file(path: Path, progress: ProgressFn | None = None) -> tuple[str, int]:
+    """(hex sha256, size), streaming; hashlib releases the GIL so training keeps running."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return digest.hexdigest(), size
+
+
+def normalize_remote_path(path: str) -> str:
+    """Artifact path as the server wants it: relative, forward slashes, no `.`/`..` parts."""
+    text = str(path).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise ValueError(f"invalid artifact path {path!r}: must be relative and without '..'")
+    normalized = "/".join(parts)
+    if len(normalized) > 1024:
+        raise ValueError("artifact path longer than 1024 characters")
+    return normalized
+
+
+def plan_artifact(path: str | os.PathLike[str], name: str | None = None) -> list[tuple[Path, str]]:
+    """(local file, remote path) pairs for a file or every file under a directory.
+
+    Without a name a file keeps the relative path it was given (`checkpoints/epoch10.pt`), or its
+    base name when the path is absolute or climbs out of the working directory; a directory uses
+    its own base name as prefix.
+    """
+    local = Path(path)
+    if local.is_dir():
+        prefix = normalize_remote_path(name or local.resolve().name)
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        return [(p, f"{prefix}/{PurePosixPath(*p.relative_to(local).parts)}") for p in files]
+    if not local.is_file():
+        raise FileNotFoundError(f"artifact not found: {local}")
+    if name is not None:
+        return [(local, normalize_remote_path(name))]
+    try:
+        default = normalize_remote_path(str(path)) if not local.is_absolute() else local.name
+    except ValueError:
+        default = local.name
+    return [(local, default)]
+
+
+def _state_path(run_id: int, remote: str, sha256: str) -> Path:
+    tag = hashlib.sha256(f"{run_id}:{remote}".encode()).hexdigest()[:16]
+    return cache_dir() / "uploads" / f"{sha256[:32]}-{tag}.json"
+
+
+def _load_state(path: Path, artifact_id: Any) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if data.get("artifact_id") != artifact_id:
+        return {}
+    return {str(k): str(v) for k, v in data.get("etags", {}).items()}
+
+
+def _save_state(path: Path, artifact_id: Any, etags: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps({"artifact_id": artifact_id, "etags": etags}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _file_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        remaining = length
+        while remaining > 0:
+            chunk = fh.read(min(STREAM_CHUNK, remaining))
+            if not chunk:
+                raise ArtifactError(f"{path} shrank during upload")
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _put_part(http: HttpClient, url: str, path: Path, offset: int, length: int) -> str:
+    def attempt(_: int) -> str:
+        try:
+            response = http.plain.put(
+                url,
+                content=_file_range(path, offset, length),
+                headers={"Content-Length": str(length)},
+            )
+        except Exception as exc:  # httpx transport errors
+            if isinstance(exc, ArtifactError):
+                raise
+            raise TrackerUnreachable(url.split("?", 1)[0], exc) from exc
+        if response.status_code >= 400:
+            from .http import error_from_response
+
+            raise error_from_response(response)
+        etag = response.headers.get("ETag")
+        if not etag:
+            raise ArtifactError("object store answered without an ETag")
+        return etag
+
+    return retry_call(attempt, PART_RETRY)
+
+
+def upload_file(
+    http: HttpClient,
+    run_id: int,
+    local: Path,
+    remote: str,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    workers: int = DEFAULT_WORKERS,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Upload one file as artifact `remote` of run `run_id`; returns the ready artifact."""
+    if sha256 is None or size is None:
+        sha256, size = sha256_file(local)
+    artifact = http.call(
+        "POST",
+        f"/api/v1/runs/{run_id}/artifacts/",
+        json_body={"path": remote, "size": size, "sha256": sha256},
+    )
+    if artifact.get("state") == "ready":
+        if progress is not None:
+            progress(size)
+        return artifact
+    upload = artifact.get("upload") or {}
+    mode = upload.get("mode")
+    if mode == "s3-multipart":
+        parts = _upload_s3(
+            http, artifact, upload, run_id, local, remote, sha256, size, workers, progress
+        )
+        body: dict[str, Any] = {"parts": parts}
+    elif mode == "chunked":
+        _upload_chunked(http, artifact, upload, local, size, progress)
+        body = {}
+    else:
+        raise ArtifactError(f"server offered unknown upload mode {mode!r}")
+    # The server re-reads the whole object to verify its sha256: allow far more than the usual
+    # read timeout, or a large artifact would be "completed" again and again.
+    done = http.call(
+        "POST",
+        f"/api/v1/artifacts/{artifact['id']}/complete/",
+        json_body=body,
+        timeout=COMPLETE_TIMEOUT,
+    )
+    if mode == "s3-multipart":
+        _state_path(run_id, remote, sha256).unlink(missing_ok=True)
+    return done
+
+
+def _upload_s3(
+    http: HttpClient,
+    artifact: dict[str, Any],
+    upload: dict[str, Any],
+    run_id: int,
+    local: Path,
+    remote: str,
+    sha256: str,
+    size: int,
+    workers: int,
+    progress: ProgressFn | None,
+) -> list[dict[str, Any]]:
+    part_size = int(upload["part_size"])
+    state_path = _state_path(run_id, remote, sha256)
+    etags = _load_state(state_path, artifact["id"])
+    lock = threading.Lock()
+    todo = []
+    for part in upload.get("parts", []):
+        number = int(part["number"])
+        offset = (number - 1) * part_size
+        length = max(0, min(part_size, size - offset))
+        if str(number) in etags:
+            if progress is not None:
+                progress(length)
+            continue
+        todo.append((number, part["url"], offset, length))
+
+    def run_part(number: int, url: str, offset: int, length: int) -> None:
+        etag = _put_part(http, url, local, offset, length)
+        with lock:
+            etags[str(number)] = etag
+            _save_state(state_path, artifact["id"], dict(etags))
+        if progress is not None:
+            progress(length)
+
+    # The first failure aborts the artifact; parts already done are remembered for the retry.
+    parallel_map(lambda args: run_part(*args), todo, workers, "tracker-part")
+    numbers = sorted(int(p["number"]) for p in upload.get("parts", []))
+    return [{"number": n, "etag": etags[str(n)]} for n in numbers]
+
+
+def _upload_chunked(
+    http: HttpClient,
+    artifact: dict[str, Any],
+    upload: dict[str, Any],
+    local: Path,
+    size: int,
+    progress: ProgressFn | None,
+) -> None:
+    chunk_size = max(1, min(int(upload.get("chunk_size") or 8 * 1024 * 1024), MAX_CHUNK))
+    offset = int(upload.get("offset") or 0)
+    if progress is not None and offset:
+        progress(offset)
+    path = f"/api/v1/artifacts/{artifact['id']}/content"
+    with open(local, "rb") as fh:
+        while offset < size:
+            fh.seek(offset)
+            data = fh.read(min(chunk_size, size - offset))
+            if not data:
+                raise ArtifactError(f"{local} shrank during upload")
+            new_offset = _put_chunk(http, path, offset, data)
+            if progress is not None and new_offset > offset:
+                progress(new_offset - offset)
+            offset = new_offset
+
+
+def _put_chunk(http: HttpClient, path: str, offset: int, data: bytes) -> int:
+    """PUT one chunk at `offset`; returns the server's new offset (following 409 hints)."""
+
+    def attempt(_: int) -> int:
+        try:
+            response = http.request(
+                "PUT",
+                path,
+                params={"offset": offset},
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except ApiError as exc:
+            if exc.status == 409 and exc.expected_offset is not None:
+                return exc.expected_offset  # the server already has more (or less): resync
+            raise
+        return int(response.json()["offset"])
+
+    return retry_call(attempt, PART_RETRY)
+
+
+def deliver_artifact_record(http: HttpClient, record: Record, run_id: int | None) -> None:
+    """Upload a journaled artifact reference if the file is still the one that was logged."""
+    if run_id is None:
+        from .records import RunNotCreated
+
+        raise RunNotCreated(ARTIFACT)
+    meta = record.json_body()
+    local = Path(meta["local_path"])
+    if not local.is_file():
+        raise ArtifactError(f"artifact {meta['path']!r}: {local} no longer exists")
+    if local.stat().st_size != meta["size"]:
+        raise ArtifactError(f"artifact {meta['path']!r}: {local} changed since it was logged")
+    sha256, size = sha256_file(local)
+    if sha256 != meta["sha256"]:
+        raise ArtifactError(f"artifact {meta['path']!r}: {local} changed since it was logged")
+    upload_file(http, run_id, local, meta["path"], sha256=sha256, size=size)
+
+
+class ArtifactManager:
+    """Background uploads of one run's artifacts; `wait()` blocks until they are done."""
+
+    def __init__(
+        self,
+        http: HttpClient | None,
+        run: Any,  # batching.RunState
+        journal_fallback: Callable[[dict[str, Any]], None],
+        offline: Callable[[], bool],
+        *,
+        wait_for_run: float = 10.0,
+    ) -> None:
+        self._http = http
+        self._run = run
+        self._journal_fallback = journal_fallback
+        self._offline = offline
+        self._wait_for_run = wait_for_run
+        self._pool = WorkerPool(1, "tracker-artifact")
+        self._lock = threading.Lock()
+        self.total_bytes = 0
+        self.done_bytes = 0
+        self.uploaded = 0
+        self.failed = 0
+        self.journaled = 0
+
+    def submit(self, path: str | os.PathLike[str], name: str | None = None) -> list[str]:
+        """Schedule the upload; returns the remote paths. Raises at once for a missing path."""
+        plan = plan_artifact(path, name)
+        for local, remote in plan:
+            size = local.stat().st_size
+            with self._lock:
+                self.total_bytes += 2 * size  # hashing + sending
+            self._pool.submit(self._job, local.resolve(), remote)
+        return [remote for _, remote in plan]
+
+    def _progress(self, n: int) -> None:
+        with self._lock:
+            self.done_bytes += n
+
+    def _job(self, local: Path, remote: str) -> None:
+        try:
+            sha256, size = sha256_file(local, self._progress)
+        except OSError as exc:
+            self.failed += 1
+            logger.error("tracker: cannot read artifact %s: %s", local, exc)
+            return
+        ref = {"local_path": str(local), "path": remote, "size": size, "sha256": sha256}
+        if self._http is None or self._offline() or not self._run.created.wait(self._wait_for_run):
+            self._park(ref, "server unreachable")
+            return
+        try:
+            upload_file(
+                self._http,
+                self._run.server_id,
+                local,
+                remote,
+                sha256=sha256,
+                size=size,
+                progress=self._progress,
+            )
+            self.uploaded += 1
+        except TrackerUnreachable as exc:
+            self._park(ref, str(exc))
+        except ApiError as exc:
+            if exc.retryable:
+                self._park(ref, str(exc))
+            else:
+                self.failed += 1
+                logger.error("tracker: artifact %r rejected by the server: %s", remote, exc)
+        except Exception as exc:
+            self.failed += 1
+            logger.error("tracker: artifact %r failed: %s", remote, exc, exc_info=True)
+
+    def _park(self, ref: dict[str, Any], why: str) -> None:
+        self.journaled += 1
+        logger.warning("tracker: artifact %r saved for `tracker sync` (%s)", ref["path"], why)
+        self._journal_fallback(ref)
+
+    def wait(self, progress: bool = True) -> None:
+        if self._pool.pending == 0:
+            return
+        bar = None
+        if progress and self.total_bytes - self.done_bytes > 64 * 1024 * 1024:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=self.total_bytes,
+                initial=self.done_bytes,
+                unit="B",
+                unit_scale=True,
+                desc="tracker: artifacts",
+                leave=False,
+                disable=None,  # no bar when stderr is not a terminal
+            )
+        try:
+            while not self._pool.wait(timeout=0.25):
+                if bar is not None:
+                    bar.n = min(self.done_bytes, self.total_bytes)
+                    bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def close(self) -> None:
+        self._pool.wait()
+        self._pool.shutdown()
+
+
+def find_artifact(http: HttpClient, run_id: int, path: str) -> dict[str, Any]:
+    wanted = normalize_remote_path(path)
+    for item in http.paginate(f"/api/v1/runs/{run_id}/artifacts/"):
+        if item.get("path") == wanted:
+            return item
+    raise ArtifactError(f"run {run_id} has no artifact {wanted!r}")
+
+
+def download_artifact(
+    http: HttpClient, run_id: int, path: str, dest: str | os.PathLike[str] = "."
+) -> Path:
+    """Stream artifact `path` of run `run_id` to `dest` (a file, or a directory to put it in),
+    verifying its sha256; the file only appears under its final name once verified."""
+    artifact = find_artifact(http, run_id, path)
+    target = Path(dest)
+    name = PurePosixPath(artifact["path"]).name
+    # A directory: one that exists, a trailing separator, or a new suffix-less path when the
+    # artifact has a suffix (`Path("dl") / ""` drops the slash, and "dl" is clearly not a
+    # name for `model.pt`).
+    if (
+        target.is_dir()
+        or str(dest).endswith(("/", os.sep))
+        or (not target.exists() and not target.suffix and PurePosixPath(name).suffix)
+    ):
+        target = target / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    try:
+        with (
+            open(tmp, "wb") as out,
+            http.stream("GET", f"/api/v1/artifacts/{artifact['id']}/download") as response,
+        ):
+            if response.status_code in (301, 302, 303, 307, 308):
+                location = response.headers["Location"]
+                # Presigned URL: fetched without our Authorization header.
+                with http.plain.stream("GET", location) as redirected:
+                    if redirected.status_code >= 400:
+                        raise ArtifactError(
+                            f"object store answered HTTP {redirected.status_code} "
+                            f"for {artifact['path']!r}"
+                        )
+                    for chunk in redirected.iter_bytes(STREAM_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+            else:
+                for chunk in response.iter_bytes(STREAM_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        expected = artifact.get("sha256")
+        if expected and digest.hexdigest() != expected:
+            raise ArtifactError(
+                f"checksum mismatch for {artifact['path']!r}: expected {expected}, "
+                f"got {digest.hexdigest()}"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,263 @@
+"""Every API route × every kind of caller, with the exact status each must get.
+
+Routes are discovered from the URL conf, so a new route fails this test until it is given a
+rule in RULES (and, if its URL has a new kind of parameter, a value in `_path_values`). Each
+case runs on fresh data, so destructive methods do not disturb other cases.
+
+Rules name the role a route needs:
+  public            anyone (valid credentials or none)
+  login             any authenticated principal (user or service account)
+  user              a real user; share links and anonymous callers are 401
+  session-user      a user on a web session: bearer tokens are 403 (tokens cannot mint tokens)
+  own-token         the user who created the token; anyone else 404
+  ws-viewer / ws-contributor / ws-owner    role in workspace acme
+  viewer / contributor / owner             role on project acme/vision
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tests.factories import ProjectFactory, RunFactory, UserFactory
+from tracker.models import ApiToken, IngestJob, JobKind, ProjectMembership, Role
+from tracker.services.sharing import create_share_link, create_token
+
+
+@dataclass(frozen=True)
+class Rule:
+    need: str
+    body: dict[str, Any] | None = None
+    ok: int = 200
+    query: str = ""
+
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("api:schema", "get"): Rule("public"),
+    ("api:me", "get"): Rule("login"),
+    ("api:workspace-list", "get"): Rule("login"),
+    ("api:workspace-list", "post"): Rule("user", {"slug": "fresh"}, 201),
+    ("api:workspace-detail", "get"): Rule("ws-viewer"),
+    ("api:workspace-detail", "patch"): Rule("ws-owner", {"name": "Acme Inc"}),
+    ("api:workspace-detail", "delete"): Rule("ws-owner", None, 204),
+    ("api:member-list", "get"): Rule("ws-viewer"),
+    ("api:member-list", "post"): Rule("ws-owner", {"user": "dave", "role": "viewer"}, 201),
+    ("api:member-detail", "get"): Rule("ws-viewer"),
+    ("api:member-detail", "patch"): Rule("ws-owner", {"role": "contributor"}),
+    ("api:member-detail", "delete"): Rule("ws-owner", None, 204),
+    ("api:project-list", "get"): Rule("ws-viewer"),
+    ("api:project-list", "post"): Rule("ws-contributor", {"slug": "fresh"}, 201),
+    ("api:project-detail", "get"): Rule("viewer"),
+    ("api:project-detail", "patch"): Rule("owner", {"name": "Vision"}),
+    ("api:project-detail", "delete"): Rule("owner", None, 204),
+    ("api:project-member-list", "get"): Rule("contributor"),
+    ("api:project-member-list", "post"): Rule(
+        "owner", {"user": "erin", "role": "contributor"}, 201
+    ),
+    ("api:project-member-detail", "delete"): Rule("owner", None, 204),
+    ("api:run-list", "get"): Rule("viewer"),
+    ("api:run-list", "post"): Rule("contributor", {"name": "new-run"}, 201),
+    ("api:share-link-list", "get"): Rule("owner"),
+    ("api:share-link-list", "post"): Rule("owner", {"label": "for review"}, 201),
+    ("api:share-link-detail", "get"): Rule("owner"),
+    ("api:share-link-detail", "delete"): Rule("owner", None, 204),
+    ("api:run-detail", "get"): Rule("viewer"),
+    ("api:run-detail", "patch"): Rule("contributor", {"notes": "lr too high"}),
+    ("api:run-detail", "delete"): Rule("contributor", None, 204),
+    ("api:run-params", "get"): Rule("viewer"),
+    ("api:run-params", "post"): Rule("contributor", {"params": {"lr": 0.1}}),
+    ("api:token-list", "get"): Rule("user"),
+    ("api:token-list", "post"): Rule("session-user", {"name": "ci"}, 201),
+    ("api:token-detail", "delete"): Rule("own-token", None, 204),
+    # reads (issue 6)
+    ("api:runs-table", "get"): Rule("viewer", query="sort=-created_at&columns=params.lr"),
+    ("api:project-columns", "get"): Rule("viewer"),
+    ("api:project-series", "get"): Rule("viewer", query="runs={run_id}&keys=loss"),
+    ("api:project-hparams", "get"): Rule("viewer"),
+    ("api:project-export", "get"): Rule("viewer", query="format=json"),
+    ("api:project-export-zip", "get"): Rule("viewer"),
+    ("api:run-series", "get"): Rule("viewer", query="keys=loss"),
+    ("api:series-export", "get"): Rule("viewer", query="format=csv"),
+    ("api:run-keys", "get"): Rule("viewer"),
+    ("api:run-export", "get"): Rule("viewer"),
+    ("api:run-histograms-read", "get"): Rule("viewer"),
+    ("api:run-text-read", "get"): Rule("viewer"),
+    ("api:run-pr-curves-read", "get"): Rule("viewer"),
+}
+
+# Principals and the role each holds in workspace acme / project acme/vision.
+PRINCIPALS = [
+    "anonymous",
+    "alice",  # owner
+    "bob",  # contributor
+    "carol",  # viewer
+    "mallory",  # owner of another workspace
+    "revoked_token",
+    "expired_token",
+    "share_other_project",
+    "share_revoked",
+]
+ROLE_OF = {"alice": "owner", "bob": "contributor", "carol": "viewer"}
+RANK = {"viewer": 1, "contributor": 2, "owner": 3}
+
+
+def expected_status(rule: Rule, who: str) -> int:
+    if rule.need == "public":
+        return rule.ok  # public routes do not even read credentials
+    if who in {"revoked_token", "expired_token", "share_revoked"}:
+        return 401  # credentials that stopped working fail authentication everywhere
+    is_user = who in {"alice", "bob", "carol", "mallory"}
+    if rule.need in {"login", "user"}:
+        return rule.ok if is_user else 401
+    if rule.need == "session-user":
+        return 403 if is_user else 401
+    if rule.need == "own-token":
+        if not is_user:
+            return 401
+        return rule.ok if who == "alice" else 404
+    # Workspace- and project-scoped rules: outsiders see nothing.
+    need = rule.need.removeprefix("ws-")
+    role = ROLE_OF.get(who)
+    if role is None:
+        return 404
+    return rule.ok if RANK[role] >= RANK[need] else 403
+
+
+def _walk(
+    patterns: list[Any], prefix: str = "", namespace: str = ""
+) -> list[tuple[str, URLPattern]]:
+    out = []
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            ns = f"{namespace}{p.namespace}:" if p.namespace else namespace
+            out.extend(_walk(p.url_patterns, prefix + str(p.pattern), ns))
+        elif isinstance(p, URLPattern):
+            out.append((f"{namespace}{p.name}", p, prefix + str(p.pattern)))
+    return out
+
+
+def api_routes() -> list[tuple[str, str]]:
+    routes = []
+    for name, pattern, route in _walk(get_resolver().url_patterns):
+        if not route.startswith("api/v1/"):
+            continue
+        view = getattr(pattern.callback, "view_class", None) or getattr(
+            pattern.callback, "cls", None
+        )
+        methods = [
+            m
+            for m in ("get", "post", "put", "patch", "delete")
+            if view is not None and hasattr(view, m)
+        ]
+        for m in methods:
+            routes.append((name, m))
+    return sorted(set(routes))
+
+
+ROUTES = api_routes()
+
+
+def test_every_api_route_has_a_rule():
+    missing = [r for r in ROUTES if r not in RULES]
+    assert not missing, f"routes without an authorization rule: {missing}"
+    stale = [r for r in RULES if r not in ROUTES]
+    assert not stale, f"rules for routes that no longer exist: {stale}"
+
+
+@pytest.fixture
+def world(tenants):
+    t = tenants
+    t.dave = UserFactory(username="dave")
+    t.erin = UserFactory(username="erin")
+    ProjectMembership.objects.create(project=t.vision, user=t.dave, role=Role.VIEWER)
+    t.run = RunFactory(project=t.vision, created_by=t.bob)
+    t.link, _ = create_share_link(project=t.vision, user=t.alice)
+    t.alice_token, _ = create_token(user=t.alice, name="alice-cli")
+    t.job = IngestJob.objects.create(project=t.vision, kind=JobKind.UPLOAD, created_by=t.bob)
+    t.other_run = RunFactory(project=t.secret)
+    t.public = ProjectFactory(workspace=t.umbrella, slug="open", visibility="public")
+    return t
+
+
+def _path_values(t: Any, name: str) -> dict[str, Any]:
+    user_id = t.dave.pk if name == "api:project-member-detail" else t.carol.pk
+    return {
+        "ws": "acme",
+        "project": "vision",
+        "run_id": t.run.pk,
+        "user_id": user_id,
+        "link_id": t.link.pk,
+        "token_id": t.alice_token.pk,
+        "job_id": t.job.pk,
+    }
+
+
+def _client(t: Any, who: str, token_for: Any) -> tuple[APIClient, dict[str, str]]:
+    c = APIClient()
+    query: dict[str, str] = {}
+    if who in {"alice", "bob", "carol", "mallory"}:
+        c.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(getattr(t, who))}")
+    elif who == "revoked_token":
+        token, secret = create_token(user=t.alice, name="old")
+        token.revoked_at = timezone.now()
+        token.save()
+        c.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    elif who == "expired_token":
+        token, secret = create_token(user=t.alice, name="old")
+        ApiToken.objects.filter(pk=token.pk).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        c.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    elif who == "share_other_project":
+        _, secret = create_share_link(project=t.secret, user=t.mallory)
+        query["share"] = secret
+    elif who == "share_revoked":
+        link, secret = create_share_link(project=t.vision, user=t.alice)
+        link.revoked_at = timezone.now()
+        link.save()
+        query["share"] = secret
+    return c, query
+
+
+@pytest.mark.parametrize("who", PRINCIPALS)
+@pytest.mark.parametrize("route", ROUTES, ids=[f"{n}:{m}" for n, m in ROUTES])
+def test_route_authorization(route, who, world, token_for):
+    from django.urls import reverse
+
+    name, method = route
+    rule = RULES.get(route)
+    if rule is None:
+        pytest.fail(f"{route} has no rule in RULES")
+    pattern_kwargs = next(
+        p for n, p, _ in _walk(get_resolver().url_patterns) if n == name
+    ).pattern.converters
+    values = _path_values(world, name)
+    missing = [k for k in pattern_kwargs if k not in values]
+    assert not missing, f"add a value for URL parameter(s) {missing} in _path_values"
+    url = reverse(name, kwargs={k: values[k] for k in pattern_kwargs})
+    client, query = _client(world, who, token_for)
+    params = [f"{k}={v}" for k, v in query.items()]
+    if rule.query:
+        params.append(rule.query.format(run_id=world.run.pk))
+    if params:
+        url += "?" + "&".join(params)
+    kwargs: dict[str, Any] = {"format": "json"}
+    if rule.body is not None:
+        kwargs["data"] = rule.body
+    response = getattr(client, method)(url, **kwargs)
+    expected = expected_status(rule, who)
+    assert response.status_code == expected, (
+        f"{method.upper()} {url} as {who}: expected {expected}, got {response.status_code} "
+        f"{response.content[:300]!r}"
+    )
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    if expected == 404:
+        assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}

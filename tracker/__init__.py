@@ -1,0 +1,5 @@
+"""Tracker: Django project and domain."""
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,1 @@
+"""Pure (Django-free) TensorBoard ingest: TFRecord framing, summary decoding, run discovery."""

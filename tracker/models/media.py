@@ -1,0 +1,115 @@
+"""Media and structured summaries attached to runs, and the blob registry."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from .runs import Run
+
+
+class Blob(models.Model):
+    """A content-addressed object in the blob store; rows point here only once it is written."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    size = models.BigIntegerField()
+    mime = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Image(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="images")
+    key = models.CharField(max_length=255)
+    step = models.BigIntegerField()
+    index = models.IntegerField(default=0)  # several images at one step (batches)
+    wall_time = models.FloatField(null=True)
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="+")
+    width = models.IntegerField()
+    height = models.IntegerField()
+    mime = models.CharField(max_length=32)
+    caption = models.CharField(max_length=1024, blank=True, default="")
+    thumbnail = models.ForeignKey(
+        Blob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key", "step", "index"], name="uniq_image")
+        ]
+
+
+class Histogram(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="histograms")
+    key = models.CharField(max_length=255)
+    step = models.BigIntegerField()
+    wall_time = models.FloatField(null=True)
+    # bucket i spans (bucket_limits[i-1], bucket_limits[i]] as in TensorBoard's HistogramProto.
+    bucket_limits = models.JSONField()
+    bucket_counts = models.JSONField()
+    min = models.FloatField(null=True)
+    max = models.FloatField(null=True)
+    num = models.FloatField(null=True)
+    sum = models.FloatField(null=True)
+    sum_squares = models.FloatField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_histogram")
+        ]
+
+
+class TextEntry(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="texts")
+    key = models.CharField(max_length=255)
+    step = models.BigIntegerField()
+    wall_time = models.FloatField(null=True)
+    value = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_text")]
+
+
+class PRCurve(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="pr_curves")
+    key = models.CharField(max_length=255)
+    step = models.BigIntegerField()
+    wall_time = models.FloatField(null=True)
+    # {"precision": [...], "recall": [...], "thresholds": [...], "tp": [...], ...}
+    data = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_prcurve")]
+
+
+class ArtifactState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+
+
+class ArtifactKind(models.TextChoices):
+    FILE = "file", "File"
+    GRAPH = "graph", "Graph"
+    AUDIO = "audio", "Audio"
+    EMBEDDING = "embedding", "Embedding"
+
+
+class Artifact(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    path = models.CharField(max_length=1024)
+    kind = models.CharField(max_length=16, choices=ArtifactKind.choices, default=ArtifactKind.FILE)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    state = models.CharField(
+        max_length=16, choices=ArtifactState.choices, default=ArtifactState.PENDING
+    )
+    blob = models.ForeignKey(
+        Blob, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Upload bookkeeping: S3 multipart upload id, or bytes received for chunked uploads.
+    upload_id = models.CharField(max_length=1024, blank=True, default="")
+    bytes_received = models.BigIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "path"], name="uniq_artifact_path")]

@@ -1,0 +1,1 @@
+"""Reads: plain functions returning querysets, rows or arrays for views and exports."""

@@ -1,0 +1,1 @@
+"""Writes: plain functions with typed arguments, called by API views, web views and tasks."""
