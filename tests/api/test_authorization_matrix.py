@@ -16,6 +16,10 @@ Rules name the role a route needs:
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,17 +27,57 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from tests.factories import ProjectFactory, RunFactory, UserFactory
-from tracker.models import ApiToken, IngestJob, JobKind, ProjectMembership, Role
+from tracker.models import ApiToken, ProjectMembership, Role
+from tracker.services import artifacts as artifact_services
+from tracker.services import media as media_services
+from tracker.services import uploads
 from tracker.services.sharing import create_share_link, create_token
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", (4, 4), (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _tar_gz() -> bytes:
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo("run1/events.out.tfevents.1")
+        info.size = 0
+        tar.addfile(info, io.BytesIO(b""))
+    return out.getvalue()
+
+
+def _image_form() -> dict[str, Any]:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    meta = [{"key": "samples", "step": 1, "field": "f0"}]
+    return {
+        "meta": json.dumps(meta),
+        "f0": SimpleUploadedFile("a.png", _png(), content_type="image/png"),
+    }
+
+
+def _archive_form() -> dict[str, Any]:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return {"file": SimpleUploadedFile("logs.tar.gz", _tar_gz(), "application/gzip")}
+
+
+ARTIFACT_BYTES = b"checkpoint"
 
 
 @dataclass(frozen=True)
 class Rule:
     need: str
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | Callable[[], dict[str, Any]] | bytes | None = None
     ok: int = 200
     query: str = ""
 
@@ -89,6 +133,59 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:run-histograms-read", "get"): Rule("viewer"),
     ("api:run-text-read", "get"): Rule("viewer"),
     ("api:run-pr-curves-read", "get"): Rule("viewer"),
+    # logdir uploads (issue 4)
+    ("api:upload-create", "post"): Rule(
+        "contributor", {"files": [{"path": "r/events.out.tfevents.1", "size": 1}]}, 201
+    ),
+    ("api:upload-content", "put"): Rule(
+        "contributor", b"x", query="path=r/events.out.tfevents.1&offset=0"
+    ),
+    ("api:upload-finish", "post"): Rule("contributor", None, 202),
+    ("api:upload-archive", "post"): Rule("contributor", _archive_form, 202),
+    ("api:job-detail", "get"): Rule("viewer"),
+    ("api:project-job-list", "get"): Rule("viewer"),
+    # live logging (issue 5)
+    ("api:run-metrics", "post"): Rule(
+        "contributor", {"series": [{"key": "loss", "steps": [1], "values": [0.5]}]}
+    ),
+    ("api:run-text", "post"): Rule(
+        "contributor", {"items": [{"key": "n", "step": 1, "value": "hi"}]}
+    ),
+    ("api:run-histograms", "post"): Rule(
+        "contributor",
+        {"items": [{"key": "w", "step": 1, "bucket_limits": [0, 1], "bucket_counts": [2, 3]}]},
+    ),
+    ("api:run-pr-curves", "post"): Rule(
+        "contributor",
+        {
+            "items": [
+                {
+                    "key": "pr",
+                    "step": 1,
+                    "precision": [1.0],
+                    "recall": [0.5],
+                    "thresholds": [0.5],
+                    "tp": [1],
+                    "fp": [0],
+                    "tn": [1],
+                    "fn": [1],
+                }
+            ]
+        },
+    ),
+    ("api:run-images", "get"): Rule("viewer"),
+    ("api:run-images", "post"): Rule("contributor", _image_form, 201),
+    ("api:image-content", "get"): Rule("viewer"),
+    ("api:run-artifacts", "get"): Rule("viewer"),
+    ("api:run-artifacts", "post"): Rule(
+        "contributor",
+        {"path": "model.pt", "size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()},
+        201,
+    ),
+    ("api:artifact-detail", "get"): Rule("viewer"),
+    ("api:artifact-content", "put"): Rule("contributor", ARTIFACT_BYTES, query="offset=0"),
+    ("api:artifact-complete", "post"): Rule("contributor", {}),
+    ("api:artifact-download", "get"): Rule("viewer"),
 }
 
 # Principals and the role each holds in workspace acme / project acme/vision.
@@ -170,8 +267,31 @@ def test_every_api_route_has_a_rule():
     assert not stale, f"rules for routes that no longer exist: {stale}"
 
 
+def _artifact(run: Any, path: str, *, received: bool = False, complete: bool = False) -> Any:
+    sha = hashlib.sha256(ARTIFACT_BYTES).hexdigest()
+    artifact, _ = artifact_services.create_artifact(
+        run, path=path, size=len(ARTIFACT_BYTES), sha256=sha
+    )
+    if received or complete:
+        artifact_services.receive_chunk(artifact.pk, 0, ARTIFACT_BYTES)
+    if complete:
+        artifact = artifact_services.complete_artifact(artifact.pk)
+    return artifact
+
+
+def _upload_job(project: Any, user: Any, path: str, *, received: bool) -> Any:
+    # Each job declares its own path: a path declared again moves to the newer upload.
+    files = [{"path": path, "size": 1}]
+    job = uploads.create_upload(project=project, user=user, files=files, runs_mode="merge")
+    if received:
+        uploads.append_chunk(job=job, path=path, offset=0, data=b"x")
+    return job
+
+
 @pytest.fixture
-def world(tenants):
+def world(tenants, local_storage):
+    # Chunked (local) storage: artifact chunks go through the API instead of presigned S3
+    # parts, so every artifact route has a body the server accepts.
     t = tenants
     t.dave = UserFactory(username="dave")
     t.erin = UserFactory(username="erin")
@@ -179,7 +299,14 @@ def world(tenants):
     t.run = RunFactory(project=t.vision, created_by=t.bob)
     t.link, _ = create_share_link(project=t.vision, user=t.alice)
     t.alice_token, _ = create_token(user=t.alice, name="alice-cli")
-    t.job = IngestJob.objects.create(project=t.vision, kind=JobKind.UPLOAD, created_by=t.bob)
+    t.job = _upload_job(t.vision, t.bob, "r/events.out.tfevents.1", received=False)
+    t.job_received = _upload_job(t.vision, t.bob, "s/events.out.tfevents.1", received=True)
+    t.image = media_services.log_images(
+        t.run, json.dumps([{"key": "samples", "step": 0, "field": "f"}]), {"f": io.BytesIO(_png())}
+    )[0]
+    t.artifact_pending = _artifact(t.run, "pending.pt")
+    t.artifact_received = _artifact(t.run, "received.pt", received=True)
+    t.artifact_ready = _artifact(t.run, "ready.pt", complete=True)
     t.other_run = RunFactory(project=t.secret)
     t.public = ProjectFactory(workspace=t.umbrella, slug="open", visibility="public")
     return t
@@ -194,7 +321,12 @@ def _path_values(t: Any, name: str) -> dict[str, Any]:
         "user_id": user_id,
         "link_id": t.link.pk,
         "token_id": t.alice_token.pk,
-        "job_id": t.job.pk,
+        "job_id": t.job_received.pk if name == "api:upload-finish" else t.job.pk,
+        "image_id": t.image.pk,
+        "artifact_id": {
+            "api:artifact-content": t.artifact_pending.pk,
+            "api:artifact-complete": t.artifact_received.pk,
+        }.get(name, t.artifact_ready.pk),
     }
 
 
@@ -248,7 +380,11 @@ def test_route_authorization(route, who, world, token_for):
     if params:
         url += "?" + "&".join(params)
     kwargs: dict[str, Any] = {"format": "json"}
-    if rule.body is not None:
+    if isinstance(rule.body, bytes):
+        kwargs = {"data": rule.body, "content_type": "application/octet-stream"}
+    elif callable(rule.body):
+        kwargs = {"data": rule.body(), "format": "multipart"}
+    elif rule.body is not None:
         kwargs["data"] = rule.body
     response = getattr(client, method)(url, **kwargs)
     expected = expected_status(rule, who)

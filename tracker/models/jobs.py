@@ -49,6 +49,9 @@ class IngestJob(models.Model):
     class Meta:
         indexes = [models.Index(fields=["state", "updated_at"], name="job_state_updated")]
 
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.pk} ({self.state})"
+
 
 class UploadFile(models.Model):
     """One tfevents (or side) file of a logdir, identified by its path within the project.
@@ -78,6 +81,9 @@ class UploadFile(models.Model):
             models.UniqueConstraint(fields=["project", "relative_path"], name="uniq_upload_file")
         ]
 
+    def __str__(self) -> str:
+        return self.relative_path
+
 
 class UploadChunk(models.Model):
     file = models.ForeignKey(UploadFile, on_delete=models.CASCADE, related_name="chunks")
@@ -87,6 +93,9 @@ class UploadChunk(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["file", "offset"], name="uniq_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.file_id}@{self.offset}"
 
 
 class IdempotencyRecord(models.Model):
@@ -101,3 +110,6 @@ class IdempotencyRecord(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["scope", "key"], name="uniq_idempotency")]
         indexes = [models.Index(fields=["created_at"], name="idem_created")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}"

@@ -15,6 +15,9 @@ class Blob(models.Model):
     mime = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return self.sha256
+
 
 class Image(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="images")
@@ -36,6 +39,9 @@ class Image(models.Model):
             models.UniqueConstraint(fields=["run", "key", "step", "index"], name="uniq_image")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.key}@{self.step}"
+
 
 class Histogram(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="histograms")
@@ -56,6 +62,9 @@ class Histogram(models.Model):
             models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_histogram")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.key}@{self.step}"
+
 
 class TextEntry(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="texts")
@@ -66,6 +75,9 @@ class TextEntry(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_text")]
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.step}"
 
 
 class PRCurve(models.Model):
@@ -78,6 +90,9 @@ class PRCurve(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_prcurve")]
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.step}"
 
 
 class ArtifactState(models.TextChoices):
@@ -113,3 +128,6 @@ class Artifact(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "path"], name="uniq_artifact_path")]
+
+    def __str__(self) -> str:
+        return self.path

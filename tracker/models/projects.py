@@ -57,3 +57,6 @@ class ProjectMembership(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "user"], name="uniq_project_membership")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} on project {self.project_id}"

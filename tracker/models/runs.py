@@ -69,7 +69,8 @@ class Param(models.Model):
     type = models.CharField(max_length=8, choices=ParamType.choices)
     # Typed shadows of `value` so the runs table can sort and filter with plain indexes.
     value_num = models.FloatField(null=True)
-    value_str = models.CharField(max_length=1024, null=True)
+    # Null (not "") marks "not a string param", so sorting puts other types apart.
+    value_str = models.CharField(max_length=1024, null=True)  # noqa: DJ001
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="uniq_param")]
@@ -83,6 +84,9 @@ class Param(models.Model):
                 fields=["key", "value_str", "run"], include=["type"], name="param_key_str_run"
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value!r}"
 
 
 class ColumnKeyKind(models.TextChoices):

@@ -63,3 +63,6 @@ class SeriesChunk(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["series", "step_min"], name="chunk_series_step")]
+
+    def __str__(self) -> str:
+        return f"series {self.series_id} steps {self.step_min}..{self.step_max}"

@@ -40,6 +40,9 @@ class ShareLink(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     use_count = models.BigIntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"share link {self.prefix}…"
+
     def is_active(self) -> bool:
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
@@ -62,7 +65,8 @@ class ApiToken(models.Model):
     workspace = models.ForeignKey(
         Workspace, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens"
     )
-    role = models.CharField(max_length=16, choices=Role.choices, null=True, blank=True)
+    # Null for personal tokens: they act with their user's own roles.
+    role = models.CharField(max_length=16, choices=Role.choices, null=True, blank=True)  # noqa: DJ001
     name = models.CharField(max_length=200)
     prefix = models.CharField(max_length=16, db_index=True)
     token_hash = models.CharField(max_length=64, unique=True)
@@ -73,6 +77,9 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
 
     @property
     def is_service_account(self) -> bool:
