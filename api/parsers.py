@@ -47,22 +47,29 @@ def _depth_ok(text: str) -> bool:
 _NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
+def read_body(stream: Any, parser_context: Any) -> bytes:
+    """The request body, gunzipped when sent with `Content-Encoding: gzip`, within the size
+    limit before and after decompression (a small gzip body can expand to gigabytes)."""
+    request = (parser_context or {}).get("request")
+    limit = settings.TRACKER_MAX_JSON_BODY
+    raw = stream.read(limit + 1) if stream is not None else b""
+    if len(raw) > limit:
+        raise RequestTooLarge(f"JSON bodies are at most {limit} bytes.")
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
+    if encoding.lower() == "gzip":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                raw = gz.read(limit + 1)
+        except (OSError, EOFError, zlib.error):
+            raise ParseError("Body is not valid gzip.") from None
+        if len(raw) > limit:
+            raise RequestTooLarge(f"Decompressed JSON bodies are at most {limit} bytes.")
+    return raw
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None) -> Any:  # type: ignore[no-untyped-def]
-        request = (parser_context or {}).get("request")
-        limit = settings.TRACKER_MAX_JSON_BODY
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise RequestTooLarge(f"JSON bodies are at most {limit} bytes.")
-        encoding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
-        if encoding.lower() == "gzip":
-            try:
-                with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
-                    raw = gz.read(limit + 1)
-            except (OSError, EOFError, zlib.error):
-                raise ParseError("Body is not valid gzip.") from None
-            if len(raw) > limit:
-                raise RequestTooLarge(f"Decompressed JSON bodies are at most {limit} bytes.")
+        raw = read_body(stream, parser_context)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

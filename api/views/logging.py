@@ -9,12 +9,10 @@ Finished runs still accept writes (late flushes from the client's journal).
 from __future__ import annotations
 
 import posixpath
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ParseError
@@ -32,7 +30,7 @@ from tracker.services import media as media_services
 from tracker.services.errors import TooLarge
 from tracker.storage import S3BlobStore, get_blob_store
 
-from ..parsers import JSONParser, RequestTooLarge
+from ..parsers import JSONParser, read_body
 from ..serializers import logging as s
 from .base import TrackerView
 
@@ -52,19 +50,7 @@ class BatchJSONParser(JSONParser):
     series. Bare NaN/Infinity and numbers that overflow a double are refused, as in JSON."""
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:  # type: ignore[no-untyped-def]
-        request = (parser_context or {}).get("request")
-        limit = settings.TRACKER_MAX_JSON_BODY
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise RequestTooLarge(f"JSON bodies are at most {limit} bytes.")
-        encoding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
-        if encoding.lower() == "gzip":
-            try:
-                raw = zlib.decompressobj(wbits=31).decompress(raw, limit + 1)
-            except zlib.error:
-                raise ParseError("Body is not valid gzip.") from None
-            if len(raw) > limit:
-                raise RequestTooLarge(f"Decompressed JSON bodies are at most {limit} bytes.")
+        raw = read_body(stream, parser_context)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

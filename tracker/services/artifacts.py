@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import posixpath
+import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -249,6 +250,11 @@ def receive_chunk(artifact_id: int, offset: Any, data: bytes) -> int:
     return end
 
 
+# S3 ETags are short printable ASCII (a quoted hex digest); anything else never came from S3
+# and some S3-compatible servers answer it with a 500 instead of InvalidPart.
+_ETAG = re.compile(r"[\x21-\x7e]{1,256}")
+
+
 def _check_parts(raw: Any, expected: int) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise ServiceError("parts is a list of {number, etag}.", field="parts")
@@ -258,9 +264,14 @@ def _check_parts(raw: Any, expected: int) -> list[dict[str, Any]]:
             not isinstance(p, dict)
             or type(p.get("number")) is not int
             or not isinstance(p.get("etag"), str)
-            or not p["etag"]
+            or not _ETAG.fullmatch(p["etag"])
         ):
-            raise ServiceError("Each part is {number: int, etag: str}.", field=f"parts[{i}]")
+            raise ServiceError(
+                "Each part is {number: int, etag: str} with the ETag S3 returned for it.",
+                field=f"parts[{i}]",
+            )
+        if p["number"] in parts:
+            raise ServiceError(f"Part {p['number']} is listed twice.", field=f"parts[{i}]")
         parts[p["number"]] = p["etag"]
     if sorted(parts) != list(range(1, expected + 1)):
         raise ServiceError(

@@ -1,6 +1,6 @@
 """Playwright (sync API) driving Debian's chromium against pytest-django's live_server.
 
-`scripts/install_browser.sh` installs /usr/bin/chromium; `playwright install` is never used.
+`scripts/install_system.sh` installs /usr/bin/chromium; `playwright install` is never used.
 A failing test leaves a full-page screenshot in test-artifacts/web/.
 """
 
@@ -51,7 +51,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        subprocess.run(["bash", str(ROOT / "scripts" / "install_browser.sh")], check=True)
+        subprocess.run(["bash", str(ROOT / "scripts" / "install_system.sh")], check=True)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
