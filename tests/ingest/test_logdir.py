@@ -90,7 +90,7 @@ def test_plan_merge_mode():
     t = plans["torch run"]
     assert [(s.directory, s.prefix) for s in t.sources] == [
         ("torch run", ""),
-        ("torch run/1712345678.123", "1712345678.123"),
+        ("torch run/1712345678.123", ""),  # its only add_hparams session: unprefixed
         ("torch run/loss_train", "loss_train"),
     ]
     assert t.sources[0].files == (
@@ -105,6 +105,21 @@ def test_plan_merge_mode():
     assert plans["keras"].artifacts == ()
     assert series_key("validation", "epoch_loss") == "validation/epoch_loss"
     assert series_key("", "loss") == "loss"
+
+
+def test_several_add_hparams_sessions_keep_their_prefixes():
+    files = [f"r/{EV}", f"r/1712345678.123/{EV}", f"r/1712345999.5/{EV}", f"s/1712345678.9/{EV}"]
+    plans = {p.path: p for p in plan_runs(files)}
+    assert [s.prefix for s in plans["r"].sources] == ["", "1712345678.123", "1712345999.5"]
+    # a directory that only looks like a number but is no timestamp stays prefixed
+    assert [s.prefix for s in plan_runs([f"r/{EV}", f"r/1.5/{EV}"])[0].sources] == ["", "1.5"]
+    # in dirs mode a session directory is its own run, as in TensorBoard
+    assert [p.path for p in plan_runs(files, mode="dirs")] == [
+        "r",
+        "r/1712345678.123",
+        "r/1712345999.5",
+        "s/1712345678.9",
+    ]
 
 
 def test_plan_dirs_mode_and_root_name():

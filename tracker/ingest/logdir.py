@@ -268,6 +268,23 @@ def _is_embedding_file(name: str) -> bool:
     )
 
 
+_TORCH_HPARAMS_DIR = re.compile(r"\d{9,}\.\d+")
+
+
+def _unprefix_single_hparams_session(srcs: list[RunSource]) -> list[RunSource]:
+    """torch's ``add_hparams`` writes into ``<run>/<time.time()>``. With the timestamp as key
+    prefix every run would get its own metric key (``1712345678.12/hparam/acc``) and no two
+    runs could be compared on it, so a run's only such session merges unprefixed
+    (``hparam/acc``). Several sessions in one run keep their prefixes to stay apart."""
+    sessions = [i for i, s in enumerate(srcs) if _TORCH_HPARAMS_DIR.fullmatch(s.prefix)]
+    if len(sessions) != 1:
+        return srcs
+    i = sessions[0]
+    out = list(srcs)
+    out[i] = RunSource(srcs[i].directory, "", srcs[i].files)
+    return out
+
+
 def plan_runs(
     relative_paths: Iterable[str], mode: Mode = "merge", root_name: str | None = None
 ) -> list[RunPlan]:
@@ -306,6 +323,9 @@ def plan_runs(
         root = run_of[d]
         ordered = tuple(sorted(by_dir[d], key=tfevents_sort_key))
         sources.setdefault(root, []).append(RunSource(d, _relative(d, root), ordered))
+    if mode == "merge":
+        for root, srcs in sources.items():
+            sources[root] = _unprefix_single_hparams_session(srcs)
 
     # Artifacts: attach to the run owning the nearest enclosing tfevents dir or run root.
     owner_dirs = dict(run_of)

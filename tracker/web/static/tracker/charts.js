@@ -112,14 +112,16 @@
           return state.log && n !== null && n <= 0 ? null : n;
         });
         var label = multi ? (names[s.run] || "run " + s.run) : s.key;
+        // A line needs two points: short series (an hparam metric is often one) get dots.
+        var dots = { show: ys.length <= 30, size: 6 };
         if (state.smooth > 0) {
           tables.push([s.x, ys]);
           series.push({ label: label + " (raw)", stroke: color + "44", width: 1, spanGaps: false, points: { show: false } });
           tables.push([s.x, ema(ys, state.smooth)]);
-          series.push({ label: label, stroke: color, width: 1.6, spanGaps: false, points: { show: false } });
+          series.push({ label: label, stroke: color, width: 1.6, spanGaps: false, points: dots });
         } else {
           tables.push([s.x, ys]);
-          series.push({ label: label, stroke: color, width: 1.4, spanGaps: false, points: { show: false } });
+          series.push({ label: label, stroke: color, width: 1.4, spanGaps: false, points: dots });
         }
       });
       var data = tables.length === 1 ? tables[0] : uPlot.join(tables);
@@ -221,6 +223,30 @@
     return out;
   }
 
+  // Writers use very uneven buckets (TensorFlow's default edges grow by 1.1x away from zero,
+  // so buckets near zero are tiny): drawn as they are, one sample in a tiny bucket makes a
+  // spike. Like TensorBoard, redistribute counts into uniform bins, in proportion to overlap.
+  function rebin(h, xmin, xmax, n) {
+    var out = new Array(n).fill(0), w = (xmax - xmin) / n;
+    centers(h).forEach(function (b) {
+      if (!(b.c > 0)) return;
+      var width = b.hi - b.lo;
+      if (!(width > 0)) {
+        out[Math.min(n - 1, Math.max(0, Math.floor((b.lo - xmin) / w)))] += b.c;
+        return;
+      }
+      var first = Math.max(0, Math.floor((b.lo - xmin) / w));
+      var last = Math.min(n - 1, Math.floor((b.hi - xmin) / w));
+      for (var k = first; k <= last; k++) {
+        var lo = Math.max(b.lo, xmin + k * w), hi = Math.min(b.hi, xmin + (k + 1) * w);
+        if (hi > lo) out[k] += (b.c * (hi - lo)) / width;
+      }
+    });
+    return out;
+  }
+
+  var BINS = 40;
+
   function drawOverlay(canvas, steps) {
     var ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, pad = 36;
     ctx.clearRect(0, 0, W, H);
@@ -229,21 +255,20 @@
     sample.forEach(function (h) {
       centers(h).forEach(function (b) {
         if (b.c > 0) { xmin = Math.min(xmin, b.lo); xmax = Math.max(xmax, b.hi); }
-        cmax = Math.max(cmax, b.c / Math.max(b.hi - b.lo, 1e-12));
       });
     });
-    if (!isFinite(xmin) || xmax <= xmin) { xmax = xmin + 1; }
-    var rowH = (H - pad) / (sample.length + 2);
+    if (!isFinite(xmin)) { xmin = 0; }
+    if (!(xmax > xmin)) { xmax = xmin + 1; }
+    var binned = sample.map(function (h) { return rebin(h, xmin, xmax, BINS); });
+    binned.forEach(function (bins) { bins.forEach(function (c) { cmax = Math.max(cmax, c); }); });
+    var rowH = (H - pad) / (sample.length + 2), bw = (W - 2 * pad) / BINS;
     sample.forEach(function (h, j) {
       var base = pad / 2 + (j + 3) * rowH;
       var t = sample.length > 1 ? j / (sample.length - 1) : 1;
       ctx.beginPath();
       ctx.moveTo(pad, base);
-      centers(h).forEach(function (b) {
-        var dens = b.c / Math.max(b.hi - b.lo, 1e-12);
-        var y = base - (dens / (cmax || 1)) * rowH * 3;
-        ctx.lineTo(pad + ((b.lo - xmin) / (xmax - xmin)) * (W - 2 * pad), y);
-        ctx.lineTo(pad + ((b.hi - xmin) / (xmax - xmin)) * (W - 2 * pad), y);
+      binned[j].forEach(function (c, k) {
+        ctx.lineTo(pad + (k + 0.5) * bw, base - (c / (cmax || 1)) * rowH * 3);
       });
       ctx.lineTo(W - pad, base);
       ctx.fillStyle = "rgba(221,107,32," + (0.15 + 0.5 * t) + ")";
