@@ -7,14 +7,14 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, InterfaceError, OperationalError
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
 from tracker.access import NotAllowed, NotVisible
-from tracker.services.errors import ServiceError
+from tracker.services.errors import ServiceError, is_backend_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,6 @@ def _first_validation_error(detail: Any, path: str = "") -> tuple[str | None, st
     return path or None, str(detail)
 
 
-def _is_storage_error(exc: Exception) -> bool:
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # boto3 is optional on the embedded default
-        return False
-    return isinstance(exc, BotoCoreError | ClientError)
-
-
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, NotVisible | Http404 | exceptions.NotFound):
         return Response(NOT_FOUND, status=status.HTTP_404_NOT_FOUND)
@@ -67,7 +59,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if hasattr(exc, "error_dict"):
             field = next(iter(exc.error_dict), None)
         return Response(error_body("invalid", "; ".join(exc.messages), field), status=400)
-    if isinstance(exc, OperationalError | InterfaceError) or _is_storage_error(exc):
+    if is_backend_unavailable(exc):
         # The database or the blob store is unreachable or failing: nothing the caller did
         # wrong, and nothing was stored (rows are written after blobs, in transactions).
         # 503 + Retry-After tells clients to retry (with their Idempotency-Key).

@@ -21,10 +21,7 @@ import argparse
 import hashlib
 import os
 import random
-import signal
-import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -36,62 +33,27 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import Deployment, S3Server, ensure_database, fresh_project, stack_env  # noqa: E402
+from bench.tfevents_writer import write_scalar_file  # noqa: E402
+
 DB_NAME = "tracker_bench"
-PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/4")
 CHUNK = 8 << 20
 
 
-# --- a fast tfevents writer ---------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def scalar_event(wall: float, step: int, tag: bytes, value: float) -> bytes:
-    """Event{wall_time, step, summary{value{tag, simple_value}}} as protobuf writes it."""
-    val = b"\x0a" + _varint(len(tag)) + tag + b"\x15" + struct.pack("<f", value)
-    summ = b"\x0a" + _varint(len(val)) + val
-    head = b"\x09" + struct.pack("<d", wall) + (b"\x10" + _varint(step) if step else b"")
-    return head + b"\x2a" + _varint(len(summ)) + summ
-
-
-def file_version_event(wall: float) -> bytes:
-    v = b"brain.Event:2"
-    return b"\x09" + struct.pack("<d", wall) + b"\x1a" + _varint(len(v)) + v
-
-
 def generate(root: Path, runs: int, tags: int, steps: int) -> int:
     """Write the logdir; returns the number of scalar events."""
-    from tracker.ingest.tfevents import frame_record
-
     rng = random.Random(42)
     names = [f"metrics/tag_{t:03d}".encode() for t in range(tags)]
     base = 1_700_000_000.0
     for r in range(runs):
-        d = root / f"run_{r}"
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"events.out.tfevents.{int(base) + r}.bench.{r}.0"
-        with open(path, "wb") as fh:
-            fh.write(frame_record(file_version_event(base)))
-            buf = []
-            for step in range(steps):
-                wall = base + step * 0.05
-                for tag in names:
-                    buf.append(frame_record(scalar_event(wall, step, tag, rng.random())))
-                if len(buf) > 50_000:
-                    fh.write(b"".join(buf))
-                    buf.clear()
-            fh.write(b"".join(buf))
+        write_scalar_file(
+            root / f"run_{r}" / f"events.out.tfevents.{int(base) + r}.bench.{r}.0",
+            steps,
+            names,
+            lambda _step, _tag: rng.random(),
+            wall=lambda step: base + step * 0.05,
+        )
     return runs * tags * steps
 
 
@@ -150,35 +112,6 @@ def parse_rates(files: list[tuple[str, Path]]) -> tuple[float, float, int]:
 # --- processes -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing on port {port}")
-
-
-def ensure_database(env: dict[str, str]) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
-
-
 class RssSampler(threading.Thread):
     """Peak RSS of a process tree (the Celery master and its pool children)."""
 
@@ -220,120 +153,40 @@ def main() -> None:
     files = event_files(root)
     size = sum(p.stat().st_size for _, p in files)
 
-    bucket = f"bench-{uuid.uuid4().hex[:12]}"
-    s3_port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": f"{PG}/{DB_NAME}",
-            "CELERY_BROKER_URL": REDIS,
-            "CELERY_TASK_ALWAYS_EAGER": "0",
-            "S3_BUCKET": bucket,
-            "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
-            "S3_ACCESS_KEY_ID": "bench",
-            "S3_SECRET_ACCESS_KEY": "bench",
-            "DJANGO_SETTINGS_MODULE": "tracker.settings",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    os.environ.update(env)
-    ensure_database(env)
-    procs: list[subprocess.Popen[bytes]] = []
     logs = Path("/tmp/tracker-bench-logs")
-    logs.mkdir(exist_ok=True)
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    s3_server = S3Server(logs, "moto.log")
+    env = stack_env(ensure_database(DB_NAME), REDIS, s3_server, bucket)
+    os.environ.update(env)
+    deployment = Deployment(
+        env,
+        logs,
+        web_workers=args.web_workers,
+        concurrency=args.workers,
+        loglevel="INFO",
+        profile_worker=args.profile,
+    )
     try:
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                stdout=open(logs / "moto.log", "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-            )
-        )
-        wait_port(s3_port)
+        s3_server.start().create_bucket(bucket)
 
         import django
 
         django.setup()
         import redis
 
-        from tracker.models import Membership, Project, Role, Series, Workspace
-        from tracker.services.sharing import create_token
-        from tracker.storage import get_blob_store
+        from tracker.models import Series
 
-        get_blob_store().ensure_bucket()  # type: ignore[attr-defined]
         redis.Redis.from_url(REDIS).flushdb()
-        from django.contrib.auth import get_user_model
-
-        user, _ = get_user_model().objects.get_or_create(username="bench")
-        ws, _ = Workspace.objects.get_or_create(slug="bench", defaults={"name": "bench"})
-        Membership.objects.get_or_create(workspace=ws, user=user, defaults={"role": Role.OWNER})
-        slug = f"p{uuid.uuid4().hex[:10]}"
-        project = Project.objects.create(workspace=ws, slug=slug, name=slug)
-        _, token = create_token(user=user, name="bench")
-
-        worker_cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tracker",
-            "worker",
-            "-c",
-            str(args.workers),
-            "-P",
-            "prefork",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-        if args.profile:
-            worker_cmd = [
-                sys.executable,
-                "-m",
-                "pyinstrument",
-                "-o",
-                str(logs / "worker-profile.txt"),
-                *worker_cmd[1:],
-            ]
-        worker = subprocess.Popen(
-            worker_cmd,
-            cwd=ROOT,
-            env={**env, "LOG_LEVEL": "INFO"},
-            stdout=open(logs / "worker.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(worker)
-        web_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "tracker.wsgi",
-                    "-b",
-                    f"127.0.0.1:{web_port}",
-                    "-w",
-                    str(args.web_workers),
-                    "--timeout",
-                    "120",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=open(logs / "gunicorn.log", "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-            )
-        )
-        wait_port(web_port)
+        project, token = fresh_project()
+        slug = project.slug
+        deployment.start()
         time.sleep(2.0)  # let the worker connect to the broker
-        sampler = RssSampler(worker.pid)
+        sampler = RssSampler(deployment.worker.pid)  # type: ignore[union-attr]
         sampler.start()
 
         import httpx
 
-        base = f"http://127.0.0.1:{web_port}/api/v1"
+        base = f"{deployment.url}/api/v1"
         headers = {"Authorization": f"Bearer {token}"}
         client = httpx.Client(headers=headers, timeout=120)
 
@@ -435,14 +288,8 @@ def main() -> None:
             f"{hashlib.sha256(files[0][1].read_bytes()[:1024]).hexdigest()[:12]})"
         )
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT if p is procs[1] else signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        deployment.stop()
+        s3_server.stop()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PY = sys.executable
+
+from bench.harness import (  # noqa: E402
+    PG,
+    PY,
+    Deployment,
+    S3Server,
+    ensure_database,
+    spawn,
+    stack_env,
+    stop_group,
+)
+from bench.tfevents_writer import write_scalar_file  # noqa: E402
+
 PROJECT = "load/bench"
 TAGS_PER_UPLOAD, STEPS_PER_UPLOAD = 10, 2000
 
@@ -69,150 +79,68 @@ json.dump({"run": run.id, "steps": step, "keys": keys, "images": images,
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing on port {port}")
-
-
 # --- the stack -------------------------------------------------------------------------------
 
 
 class Stack:
+    """S3 (moto), gunicorn (2 workers x 4 threads, access log) and a Celery worker (prefork, 2
+    processes) on a fresh database `args.db` and broker `args.broker`; logs and client
+    processes (`spawn`) in `work`."""
+
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.s3_port = free_port()
-        self.web_port = free_port()
-        self.url = f"http://127.0.0.1:{self.web_port}"
-        self.access_log = work / "access.log"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{args.db}",
-            "CELERY_BROKER_URL": args.broker,
-            "CELERY_TASK_ALWAYS_EAGER": "0",
-            "S3_BUCKET": "bench-load",
-            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
-            "S3_PUBLIC_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
-            "S3_ACCESS_KEY_ID": "testing",
-            "S3_SECRET_ACCESS_KEY": "testing",
-            "S3_PREFIX": "",
-            "TRACKER_BLOB_DIR": "",
-            "LOG_LEVEL": "WARNING",
-            "TRACKER_THROTTLE_RATE": "100000/min",
-            "DB_CONN_MAX_AGE": "60",
-            "TRACKER_CACHE_DIR": str(work / "client-cache"),
-            "TRACKER_CONFIG_DIR": str(work / "client-config"),
-        }
-        self.gunicorn: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self, cmd: list[str], log: str, **kw: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=kw.pop("env", self.env),
-            stdout=open(self.work / log, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **kw,
+        self.s3 = S3Server(work, "moto.log")
+        self.env = stack_env(
+            f"{PG}/{args.db}",
+            args.broker,
+            self.s3,
+            "bench-load",
+            TRACKER_THROTTLE_RATE="100000/min",
+            DB_CONN_MAX_AGE="60",
+            TRACKER_CACHE_DIR=str(work / "client-cache"),
+            TRACKER_CONFIG_DIR=str(work / "client-config"),
         )
+        self.access_log = work / "access.log"
+        self.deployment = Deployment(
+            self.env,
+            work,
+            web_workers=2,
+            threads=4,
+            worker_name="bench-load",
+            access_log=self.access_log,
+        )
+        self.web_port = self.deployment.port
+        self.url = self.deployment.url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def gunicorn(self) -> subprocess.Popen[bytes] | None:
+        return self.deployment.web
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        return self.deployment.worker
+
+    def spawn(self, cmd: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = spawn(cmd, self.work / log, env)
         self.procs.append(proc)
         return proc
 
     def start(self) -> None:
-        import psycopg
-
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{self.args.db}" WITH (FORCE)')
-            c.execute(f'CREATE DATABASE "{self.args.db}"')
-        subprocess.run(
-            [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
-        )
-        self._spawn(
-            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)], "moto.log"
-        )
-        wait_port(self.s3_port)
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=self.env["S3_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket="bench-load")
+        ensure_database(self.args.db, fresh=True)
+        self.s3.start().create_bucket("bench-load")
         import redis
 
         # Only the broker DB this bench was given: stale messages of an earlier run go.
         redis.Redis.from_url(self.args.broker).delete("celery")
-        self.worker = self._spawn(
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "tracker",
-                "worker",
-                "-c",
-                "2",
-                "-P",
-                "prefork",
-                "-n",
-                "bench-load@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "WARNING",
-            ],
-            "worker.log",
-        )
-        self.gunicorn = self._spawn(
-            [
-                str(ROOT / ".venv" / "bin" / "gunicorn"),
-                "tracker.wsgi",
-                "-c",
-                "tracker/gunicorn_conf.py",
-                "-b",
-                f"127.0.0.1:{self.web_port}",
-                "-w",
-                "2",
-                "--threads",
-                "4",
-                "--timeout",
-                "120",
-                "--access-logfile",
-                str(self.access_log),
-                "--access-logformat",
-                "%(m)s %(U)s %(s)s %(D)s",
-            ],
-            "gunicorn.log",
-        )
-        wait_port(self.web_port)
+        self.deployment.start()
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(20)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            stop_group(proc)
+        self.deployment.stop()
+        self.s3.stop()
 
 
 def rss_mb(proc: subprocess.Popen[bytes] | None) -> float:
@@ -252,24 +180,13 @@ def setup_tenants(n_tokens: int) -> tuple[list[str], str]:
 
 
 def write_logdir(root: Path, name: str) -> int:
-    import struct
-
-    from tests.ingest_api.helpers import scalar_record
-    from tracker.ingest.tfevents import frame_record
-
-    version = b"\x09" + struct.pack("<d", 1.7e9) + b"\x1a\x0dbrain.Event:2"
-    path = root / name / "events.out.tfevents.1700000000.loadhost"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(frame_record(version))
-        for step in range(STEPS_PER_UPLOAD):
-            fh.write(
-                b"".join(
-                    scalar_record(1.7e9 + step, step, f"u/t{t}".encode(), float(step + t))
-                    for t in range(TAGS_PER_UPLOAD)
-                )
-            )
-    return TAGS_PER_UPLOAD * STEPS_PER_UPLOAD
+    return write_scalar_file(
+        root / name / "events.out.tfevents.1700000000.loadhost",
+        STEPS_PER_UPLOAD,
+        [f"u/t{t}".encode() for t in range(TAGS_PER_UPLOAD)],
+        lambda step, t: float(step + t),
+        wall=lambda step: 1.7e9 + step,
+    )
 
 
 def uploader(stack: Stack, w: int, token: str, deadline: float, out: list[dict[str, Any]]) -> None:
@@ -458,7 +375,7 @@ def main() -> int:
             client_procs.append(
                 (
                     out,
-                    stack._spawn(
+                    stack.spawn(
                         [PY, "-c", CLIENT, str(i), str(args.seconds), str(args.rate), str(out)],
                         f"client-{i}.log",
                         env=env,

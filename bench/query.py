@@ -25,10 +25,10 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -36,27 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import PG, Deployment, bench_owner, ensure_database  # noqa: E402
+
 DB_NAME = "tracker_bench_query"
-PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_URL = f"{PG}/{DB_NAME}"
 N_BIG, N_MID = 1_000_000, 100_000
 N_RUNS, N_PARAMS, N_METRICS = 10_000, 20, 5
-
-
-def ensure_db(fresh: bool) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-        if exists and fresh:
-            conn.execute(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)')
-            exists = None
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    env = {**os.environ, "DATABASE_URL": DB_URL}
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
 
 
 def setup_django() -> None:
@@ -70,15 +55,12 @@ def setup_django() -> None:
 def seed() -> dict:
     """Create the data once; returns ids."""
     import numpy as np
-    from django.contrib.auth import get_user_model
 
-    from tracker.models import Membership, Param, ParamType, Project, Role, Run, Series, Workspace
+    from tracker.models import Param, ParamType, Project, Run, Series
     from tracker.services.metrics import append_points
     from tracker.services.series_codec import Points
 
-    user, _ = get_user_model().objects.get_or_create(username="bench")
-    ws, _ = Workspace.objects.get_or_create(slug="bench", defaults={"name": "bench"})
-    Membership.objects.get_or_create(workspace=ws, user=user, defaults={"role": Role.OWNER})
+    user, ws = bench_owner()
     proj, created = Project.objects.get_or_create(workspace=ws, slug="q")
     series_proj, _ = Project.objects.get_or_create(workspace=ws, slug="series")
     if created or not Run.objects.filter(project=proj).exists():
@@ -162,12 +144,6 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_kb(field: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -213,7 +189,7 @@ def main() -> None:
     if args.csv_child:
         csv_child()
         return
-    ensure_db(args.fresh)
+    ensure_database(DB_NAME, fresh=args.fresh)
     setup_django()
     import numpy as np
     from django.db import connection
@@ -277,42 +253,16 @@ def main() -> None:
 
     # HTTP via gunicorn -------------------------------------------------------------------------
     _, secret = create_token(user=d["user"], name="bench")
-    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": DB_URL,
         "DJANGO_SETTINGS_MODULE": "tracker.settings",
         "TRACKER_THROTTLE_RATE": "1000000/min",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "tracker.wsgi",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "1",
-            "--threads",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    web = Deployment(env, Path(tempfile.mkdtemp(prefix="tracker-bench-query-")), web_workers=1)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
-        base = f"http://127.0.0.1:{port}/api/v1"
+        web.start_web()
+        base = f"{web.url}/api/v1"
 
         def get(path: str) -> bytes:
             req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {secret}"})
@@ -354,8 +304,7 @@ def main() -> None:
             )
         )
     finally:
-        proc.terminate()
-        proc.wait(10)
+        web.stop()
 
     # 3. runs table ---------------------------------------------------------------------------------
     flt = "params.p03 < 0.5 and metrics.m0.max > 0.2"

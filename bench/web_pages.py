@@ -27,46 +27,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import bench_owner, ensure_database  # noqa: E402
+
 DB_NAME = "tracker_bench_web"
-PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
-
-
-def ensure_db() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
 def setup_django() -> None:
-    os.environ["DATABASE_URL"] = f"{PG}/{DB_NAME}"
+    os.environ["DATABASE_URL"] = ensure_database(DB_NAME)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracker.settings")
     os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
     os.environ.setdefault("TRACKER_BLOB_DIR", "/tmp/tracker_bench_web_blobs")
     import django
 
     django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def build(n_runs: int, n_series: int, n_points: int) -> dict:
     import numpy as np
-    from django.contrib.auth import get_user_model
     from django.db import transaction
 
-    from tracker.models import Membership, Param, Project, Role, Run, Series, Workspace
+    from tracker.models import Param, Project, Run, Series
     from tracker.services.metrics import append_points
     from tracker.services.runs import typed_param
     from tracker.services.series_codec import Points
 
-    User = get_user_model()
-    user, _ = User.objects.get_or_create(username="bench", defaults={"email": "bench@example.com"})
-    ws, _ = Workspace.objects.get_or_create(slug="bench")
-    Membership.objects.get_or_create(workspace=ws, user=user, defaults={"role": Role.OWNER})
+    user, ws = bench_owner()
     project, _ = Project.objects.get_or_create(workspace=ws, slug="big")
     chart_project, _ = Project.objects.get_or_create(workspace=ws, slug="charts")
 
@@ -176,7 +161,6 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     args = ap.parse_args()
 
-    ensure_db()
     setup_django()
     data = build(args.runs, args.series, args.points)
     from django.test import Client

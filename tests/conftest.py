@@ -1,7 +1,8 @@
 """Test harness: real PostgreSQL (DATABASE_URL), real Redis and Celery, a real S3 server.
 
-The S3 server is moto in server mode, started here as a subprocess on a free loopback port;
-the code talks to it through boto3 over HTTP exactly as it would to AWS or MinIO. Named users
+The S3 server is moto in server mode, started here as a subprocess on a free loopback port
+(bench.harness.S3Server, which the benchmarks use too); the code talks to it through boto3 over
+HTTP exactly as it would to AWS or MinIO. Named users
 make tenancy tests read naturally: alice owns workspace `acme`, bob contributes, carol views,
 mallory owns the other workspace `umbrella`.
 """
@@ -10,10 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,68 +18,15 @@ from typing import Any
 
 import pytest
 
+from bench.harness import S3Server
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
-class S3Server:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> S3Server:
-        ARTIFACTS.mkdir(exist_ok=True)
-        log = open(ARTIFACTS / f"moto-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def storage_conf(self, bucket: str) -> dict[str, str]:
-        return {
-            "BLOB_DIR": "",
-            "S3_BUCKET": bucket,
-            "S3_ENDPOINT_URL": self.url,
-            "S3_PUBLIC_ENDPOINT_URL": self.url,
-            "S3_REGION": "us-east-1",
-            "S3_ACCESS_KEY_ID": "testing",
-            "S3_SECRET_ACCESS_KEY": "testing",
-            "S3_PREFIX": "",
-        }
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    server = S3Server().start()
+    server = S3Server(ARTIFACTS).start()
     yield server
     server.stop()
 
@@ -90,15 +34,7 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def s3_bucket(s3_server: S3Server) -> str:
     bucket = f"tracker-test-{uuid.uuid4().hex[:12]}"
-    import boto3
-
-    boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=bucket)
+    s3_server.create_bucket(bucket)
     return bucket
 
 

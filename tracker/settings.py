@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tracker.web.middleware.SecurityHeadersMiddleware",
+    "tracker.web.middleware.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "tracker.urls"
@@ -164,6 +165,10 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency": {"task": "tracker.purge_idempotency", "schedule": 3600.0},
     "cleanup-artifact-uploads": {"task": "tracker.media.cleanup_uploads", "schedule": 3600.0},
     "cleanup-stale-uploads": {"task": "tracker.cleanup_stale_uploads", "schedule": 3600.0},
+    "artifact-verify-reconcile": {
+        "task": "tracker.media.reconcile_verifications",
+        "schedule": 300.0,
+    },
 }
 
 # --- Blob storage -----------------------------------------------------------------------
@@ -179,6 +184,13 @@ TRACKER_STORAGE = {
     ),
     "S3_PREFIX": os.environ.get("S3_PREFIX", ""),
 }
+
+# Completing an S3 artifact upload up to this size re-reads and hashes it in the request (one
+# round trip, "ready" at once); larger ones are verified by the worker so the client and the web
+# tier do not wait on a full re-read (seconds per GB). Eager Celery (no worker) always inlines.
+TRACKER_ARTIFACT_VERIFY_INLINE_MAX = int(
+    os.environ.get("TRACKER_ARTIFACT_VERIFY_INLINE_MAX", 32 * 1024 * 1024)
+)
 
 # --- Limits -----------------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024

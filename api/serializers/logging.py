@@ -8,9 +8,10 @@ document those bodies in the OpenAPI schema, the output serializers shape every 
 from __future__ import annotations
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from tracker.models import Artifact, Image
+from tracker.models import Artifact, ArtifactState, Image
 
 
 def _absolute(request, url: str) -> str:  # type: ignore[no-untyped-def]
@@ -129,6 +130,11 @@ class ImageOut(ImageCreatedOut):
         return self.get_url(obj) + "?thumb=1"
 
 
+class ArtifactErrorOut(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
 class ArtifactOut(serializers.Serializer):
     id = serializers.IntegerField()
     run = serializers.IntegerField(source="run_id")
@@ -136,18 +142,29 @@ class ArtifactOut(serializers.Serializer):
     kind = serializers.CharField()
     size = serializers.IntegerField()
     sha256 = serializers.CharField()
-    state = serializers.CharField()
+    state = serializers.ChoiceField(
+        choices=ArtifactState.choices,
+        help_text="pending → (verifying →) ready | failed; see docs/api-contract.md",
+    )
     bytes_received = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     download_url = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
 
     def get_download_url(self, obj: Artifact) -> str | None:
-        if obj.state != "ready":
+        if obj.state not in (ArtifactState.READY, ArtifactState.VERIFYING):
             return None
         return _absolute(
             self.context.get("request"), reverse("api:artifact-download", args=[obj.pk])
         )
+
+    @extend_schema_field(ArtifactErrorOut(allow_null=True))
+    def get_error(self, obj: Artifact) -> dict[str, str] | None:
+        """Why a failed artifact failed ({code, message}); null otherwise."""
+        if obj.state != ArtifactState.FAILED:
+            return None
+        return obj.metadata.get("error") or {"code": "checksum_mismatch", "message": ""}
 
 
 class ArtifactCreatedOut(ArtifactOut):

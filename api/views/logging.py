@@ -8,7 +8,6 @@ Finished runs still accept writes (late flushes from the client's journal).
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ from tracker.services import idempotency
 from tracker.services import logging as log_services
 from tracker.services import media as media_services
 from tracker.services.errors import TooLarge
-from tracker.storage import S3BlobStore, get_blob_store
+from tracker.storage import get_blob_store
 
 from ..parsers import JSONParser, read_body
 from ..serializers import logging as s
@@ -250,20 +249,16 @@ class ArtifactDownloadView(TrackerView):
     @extend_schema(responses={302: None, (200, "application/octet-stream"): bytes})
     def get(self, request, artifact_id):  # type: ignore[no-untyped-def]
         artifact = media_selectors.get_artifact(self.principal, artifact_id)
-        if artifact.state != "ready" or not artifact.blob_id:
-            from tracker.services.errors import Conflict
-
-            raise Conflict("This artifact is still uploading.", code="not_ready")
-        store = get_blob_store()
-        filename = posixpath.basename(artifact.path) or "artifact"
-        if isinstance(store, S3BlobStore):
-            url = store.presigned_get(artifact.blob_id, filename, "application/octet-stream")
+        url = media_selectors.artifact_download_url(artifact)
+        if url is not None:
             response: HttpResponse | StreamingHttpResponse = HttpResponseRedirect(url)
         else:
             from urllib.parse import quote
 
+            filename = media_selectors.artifact_filename(artifact)
             response = StreamingHttpResponse(
-                store.iter_chunks(artifact.blob_id), content_type="application/octet-stream"
+                get_blob_store().iter_chunks(artifact.blob_id),
+                content_type="application/octet-stream",
             )
             response["Content-Length"] = str(artifact.size)
             response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"

@@ -20,13 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE.parent))
 
-from load import Stack, setup_tenants  # noqa: E402  (bench/load.py)
-
+from bench.load import Stack, setup_tenants  # noqa: E402
 from tests.faults.helpers import TcpProxy  # noqa: E402
 
 

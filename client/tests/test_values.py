@@ -50,7 +50,17 @@ def test_params_nonfinite_become_strings():
     json.dumps(flat, allow_nan=False)
 
 
-@pytest.mark.parametrize("value", [[1, 2], (1,), {1, 2}, object(), b"x", 1j])
+def test_params_accept_lists_and_tuples():
+    import numpy as np
+
+    flat = flatten_params(
+        {"layers": [64, 128], "betas": (0.9, np.float32(0.5)), "grid": [[1, "a"], []]}
+    )
+    assert flat == {"layers": [64, 128], "betas": [0.9, 0.5], "grid": [[1, "a"], []]}
+    assert flatten_params({"w": np.array([1, 2])}) == {"w": [1, 2]}
+
+
+@pytest.mark.parametrize("value", [[1, {2}], {1, 2}, object(), b"x", 1j, [object()]])
 def test_params_reject_other_types_with_clear_error(value):
     with pytest.raises(TypeError, match=r"param 'x'.*unsupported type"):
         flatten_params({"x": value})

@@ -101,7 +101,7 @@ def decode_value(value: Any) -> float | int:
     return value
 
 
-ParamValue = None | bool | int | float | str
+ParamValue = None | bool | int | float | str | list[Any]
 
 
 def _param_value(key: str, value: Any) -> ParamValue:
@@ -118,9 +118,16 @@ def _param_value(key: str, value: Any) -> ParamValue:
         return json_float(float(item))
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # 0-d array / tensor
         return _param_value(key, value.item())
+    # Lists and tuples (layer sizes, Adam's betas) are stored as JSON lists, as the server
+    # does; sets have no order and other objects no faithful JSON form.
+    if isinstance(value, list | tuple):
+        return [_param_value(key, v) for v in value]
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:  # 1-d array / tensor
+        return _param_value(key, value.tolist())
     raise TypeError(
         f"param {key!r}: unsupported type {type(value).__name__}; params must be numbers, "
-        "strings, bools, None or nested dicts (convert lists/objects with str() or json.dumps())"
+        "strings, bools, None, lists of those or nested dicts (convert other objects with "
+        "str() or json.dumps())"
     )
 
 

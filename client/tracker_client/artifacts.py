@@ -6,6 +6,12 @@ the file with an explicit Content-Length, and the parts already uploaded are rem
 small state file so a re-run after a crash only sends what is missing. If the server cannot be
 reached, the artifact is journaled as a reference (local path, size, sha256) and uploaded by
 `tracker sync` later, provided the file is still unchanged.
+
+An upload is done once the object store holds the bytes. The server checks their sha256 before
+the artifact becomes "ready"; for a large S3 upload it does so in the background ("verifying"),
+so the client does not wait on that re-read. A file changed while it was being sent would fail
+that check, so the client compares the file's size and mtime before hashing and after sending
+and does not complete such an upload; `wait_verified` reports the server's verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,7 +40,10 @@ STREAM_CHUNK = 1024 * 1024
 MAX_CHUNK = 64 * 1024 * 1024  # cap on the server's chunk_size: one chunk is held in memory
 PART_RETRY = RetryPolicy(max_attempts=8, max_elapsed=600.0, base=1.0, cap=30.0)
 DEFAULT_WORKERS = 6
+# Completing assembles the parts on S3 and, for small artifacts, re-reads them to verify the
+# sha256 in the request: allow far more than the usual read timeout.
 COMPLETE_TIMEOUT = httpx.Timeout(900.0, connect=10.0)
+UPLOADED = ("ready", "verifying")  # nothing left to send
 
 ProgressFn = Callable[[int], None]
 
@@ -53,6 +63,15 @@ def sha256_file(path: Path, progress: ProgressFn | None = None) -> tuple[str, in
             if progress is not None:
                 progress(len(chunk))
     return digest.hexdigest(), size
+
+
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature:
+    """What changes when a file is written to: (size, mtime ns, inode, device)."""
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 def normalize_remote_path(path: str) -> str:
@@ -156,18 +175,25 @@ def upload_file(
     *,
     sha256: str | None = None,
     size: int | None = None,
+    signature: FileSignature | None = None,
     workers: int = DEFAULT_WORKERS,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Upload one file as artifact `remote` of run `run_id`; returns the ready artifact."""
+    """Upload one file as artifact `remote` of run `run_id`; returns the artifact, "ready" or
+    (large S3 uploads) "verifying" while the server checks its sha256.
+
+    `sha256`/`size` may be computed beforehand; `signature` is then `file_signature(local)`
+    taken before hashing, so that a file changed since is not completed under a stale sha256.
+    """
     if sha256 is None or size is None:
+        signature = file_signature(local)
         sha256, size = sha256_file(local)
     artifact = http.call(
         "POST",
         f"/api/v1/runs/{run_id}/artifacts/",
         json_body={"path": remote, "size": size, "sha256": sha256},
     )
-    if artifact.get("state") == "ready":
+    if artifact.get("state") in UPLOADED:
         if progress is not None:
             progress(size)
         return artifact
@@ -183,8 +209,10 @@ def upload_file(
         body = {}
     else:
         raise ArtifactError(f"server offered unknown upload mode {mode!r}")
-    # The server re-reads the whole object to verify its sha256: allow far more than the usual
-    # read timeout, or a large artifact would be "completed" again and again.
+    if signature is not None and file_signature(local) != signature:
+        # What was sent may not be what was hashed: completing would only make the server's
+        # check fail (in the background, after we are gone). The upload stays pending.
+        raise ArtifactError(f"{local} changed while it was uploaded; log it again when written")
     done = http.call(
         "POST",
         f"/api/v1/artifacts/{artifact['id']}/complete/",
@@ -193,7 +221,40 @@ def upload_file(
     )
     if mode == "s3-multipart":
         _state_path(run_id, remote, sha256).unlink(missing_ok=True)
+    if done.get("state") not in UPLOADED:
+        raise ArtifactError(f"artifact {remote!r}: {_failure(done)}")
     return done
+
+
+def _failure(artifact: dict[str, Any]) -> str:
+    error = artifact.get("error") or {}
+    return str(error.get("message") or f"state {artifact.get('state')!r}")
+
+
+def wait_verified(
+    http: HttpClient, artifacts: dict[int, str], timeout: float | None = None
+) -> None:
+    """Block until the server has checked each artifact {id: path} ("ready"); raises
+    ArtifactError naming those that failed, TimeoutError if some are still being checked."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending, failed = dict(artifacts), []
+    delay = 0.05
+    while pending:
+        for artifact_id, remote in list(pending.items()):
+            artifact = http.call("GET", f"/api/v1/artifacts/{artifact_id}/")
+            if artifact.get("state") == "verifying":
+                continue
+            del pending[artifact_id]
+            if artifact.get("state") != "ready":
+                failed.append(f"{remote!r}: {_failure(artifact)}")
+        if not pending:
+            break
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise TimeoutError(f"still verifying on the server: {sorted(pending.values())}")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    if failed:
+        raise ArtifactError("the server rejected artifact(s) " + "; ".join(failed))
 
 
 def _upload_s3(
@@ -295,10 +356,11 @@ def deliver_artifact_record(http: HttpClient, record: Record, run_id: int | None
         raise ArtifactError(f"artifact {meta['path']!r}: {local} no longer exists")
     if local.stat().st_size != meta["size"]:
         raise ArtifactError(f"artifact {meta['path']!r}: {local} changed since it was logged")
+    signature = file_signature(local)
     sha256, size = sha256_file(local)
     if sha256 != meta["sha256"]:
         raise ArtifactError(f"artifact {meta['path']!r}: {local} changed since it was logged")
-    upload_file(http, run_id, local, meta["path"], sha256=sha256, size=size)
+    upload_file(http, run_id, local, meta["path"], sha256=sha256, size=size, signature=signature)
 
 
 class ArtifactManager:
@@ -325,6 +387,8 @@ class ArtifactManager:
         self.uploaded = 0
         self.failed = 0
         self.journaled = 0
+        # {artifact id: path} of uploads the server was still verifying when they completed.
+        self.verifying: dict[int, str] = {}
 
     def submit(self, path: str | os.PathLike[str], name: str | None = None) -> list[str]:
         """Schedule the upload; returns the remote paths. Raises at once for a missing path."""
@@ -342,6 +406,7 @@ class ArtifactManager:
 
     def _job(self, local: Path, remote: str) -> None:
         try:
+            signature = file_signature(local)
             sha256, size = sha256_file(local, self._progress)
         except OSError as exc:
             self.failed += 1
@@ -352,16 +417,20 @@ class ArtifactManager:
             self._park(ref, "server unreachable")
             return
         try:
-            upload_file(
+            done = upload_file(
                 self._http,
                 self._run.server_id,
                 local,
                 remote,
                 sha256=sha256,
                 size=size,
+                signature=signature,
                 progress=self._progress,
             )
             self.uploaded += 1
+            if done.get("state") == "verifying":
+                with self._lock:
+                    self.verifying[int(done["id"])] = remote
         except TrackerUnreachable as exc:
             self._park(ref, str(exc))
         except ApiError as exc:
@@ -404,6 +473,24 @@ class ArtifactManager:
             if bar is not None:
                 bar.close()
 
+    def wait_verified(self, timeout: float | None = None) -> None:
+        """Wait for the uploads so far, then for the server's sha256 check of each of them."""
+        self._pool.wait()
+        with self._lock:
+            verifying = dict(self.verifying)
+        if verifying and self._http is not None:
+            settled = True
+            try:
+                wait_verified(self._http, verifying, timeout)
+            except TimeoutError:
+                settled = False  # ask again later
+                raise
+            finally:
+                if settled:
+                    with self._lock:
+                        for artifact_id in verifying:
+                            self.verifying.pop(artifact_id, None)
+
     def close(self) -> None:
         self._pool.wait()
         self._pool.shutdown()
@@ -436,35 +523,49 @@ def download_artifact(
         target = target / name
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
     try:
-        with (
-            open(tmp, "wb") as out,
-            http.stream("GET", f"/api/v1/artifacts/{artifact['id']}/download") as response,
-        ):
-            if response.status_code in (301, 302, 303, 307, 308):
-                location = response.headers["Location"]
-                # Presigned URL: fetched without our Authorization header.
-                with http.plain.stream("GET", location) as redirected:
-                    if redirected.status_code >= 400:
-                        raise ArtifactError(
-                            f"object store answered HTTP {redirected.status_code} "
-                            f"for {artifact['path']!r}"
-                        )
-                    for chunk in redirected.iter_bytes(STREAM_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-            else:
-                for chunk in response.iter_bytes(STREAM_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
+        got = _fetch(http, artifact, tmp)
+        if got is None:
+            # Downloaded while the server was verifying it, and it finished in between: its
+            # upload object is gone and the download now points at the verified blob.
+            got = _fetch(http, artifact, tmp)
+        if got is None:
+            raise ArtifactError(f"object store answered HTTP 404 for {artifact['path']!r}")
         expected = artifact.get("sha256")
-        if expected and digest.hexdigest() != expected:
+        if expected and got != expected:
             raise ArtifactError(
-                f"checksum mismatch for {artifact['path']!r}: expected {expected}, "
-                f"got {digest.hexdigest()}"
+                f"checksum mismatch for {artifact['path']!r}: expected {expected}, got {got}"
             )
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _fetch(http: HttpClient, artifact: dict[str, Any], tmp: Path) -> str | None:
+    """Stream the artifact's bytes into `tmp`; their sha256, or None if the object store no
+    longer has the object it was redirected to."""
+    digest = hashlib.sha256()
+    with (
+        open(tmp, "wb") as out,
+        http.stream("GET", f"/api/v1/artifacts/{artifact['id']}/download") as response,
+    ):
+        if response.status_code in (301, 302, 303, 307, 308):
+            location = response.headers["Location"]
+            # Presigned URL: fetched without our Authorization header.
+            with http.plain.stream("GET", location) as redirected:
+                if redirected.status_code == 404:
+                    return None
+                if redirected.status_code >= 400:
+                    raise ArtifactError(
+                        f"object store answered HTTP {redirected.status_code} "
+                        f"for {artifact['path']!r}"
+                    )
+                for chunk in redirected.iter_bytes(STREAM_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        else:
+            for chunk in response.iter_bytes(STREAM_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    return digest.hexdigest()

@@ -11,7 +11,8 @@ journal's meta.json, and sends the rest to that id.
 Step semantics: `log(data)` without a step uses the run's step counter and advances it by one;
 `log(data, step=n)` uses n and moves the counter to n+1 if that is ahead. Images, text and
 histograms logged without a step attach to the latest step used by `log()` and do not advance
-the counter. A resumed run (`run_id=`) starts its counter at 0: pass explicit steps there.
+the counter. A resumed run (`run_id=`) continues after the highest step its metrics reached on
+the server (at 0 when it resumes offline: pass explicit steps there).
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ _active: list[Run] = []
 _state_lock = threading.RLock()
 _uncaught_exception = False
 _hooks_installed = False
+
+
+def _next_step_on_server(http: HttpClient, run_id: int) -> int:
+    """One past the highest step of the run's metrics (telemetry has its own steps), so that
+    `log()` without a step continues a resumed run instead of overwriting its start."""
+    try:
+        keys = http.call("GET", f"/api/v1/runs/{run_id}/keys", retry=_INIT_RETRY)["keys"]
+    except (TrackerUnreachable, ApiError, KeyError, TypeError) as exc:
+        logger.warning("tracker: cannot read run %s's last step (%s); counting from 0", run_id, exc)
+        return 0
+    steps = [
+        k["last_step"]
+        for k in keys
+        if k.get("kind") == "metric"
+        and not str(k.get("key", "")).startswith("sys/")
+        and isinstance(k.get("last_step"), int)
+    ]
+    return max(steps) + 1 if steps else 0
 
 
 class Run:
@@ -93,6 +112,7 @@ class Run:
         create_record: Record | None = None
         resume_patch = False
         server_data: dict[str, Any] | None = None
+        resume_step = 0
         if run_id is not None:
             server_id = int(run_id)
             journal = self._open_existing_journal(settings.url, str(server_id))
@@ -116,6 +136,8 @@ class Run:
             if server_data:
                 state.web_url = server_data.get("url")
                 self.params = {**server_data.get("params", {}), **self.params}
+                assert http is not None
+                resume_step = _next_step_on_server(http, server_id)
             resume_patch = True
         else:
             project_slug = validate_project(str(settings.project))
@@ -209,6 +231,8 @@ class Run:
             if tag_list:
                 self._pipeline.submit(PATCH, {"tags": tag_list})
         self._buffer = self._pipeline.buffer
+        if resume_step:
+            self._buffer.next_step = resume_step
         # Bound directly: saves one Python frame per call on the hot path.
         self.log = self._buffer.log  # type: ignore[method-assign]
 
@@ -398,6 +422,13 @@ class Run:
         background; `finish()` waits for it. Returns the artifact paths."""
         return self._artifacts.submit(path, name)
 
+    def wait_for_artifacts(self, timeout: float | None = None) -> None:
+        """Block until the artifacts logged so far are uploaded *and* the server has checked
+        their sha256. `finish()` only waits for the upload: the server checks large artifacts
+        in the background (they are downloadable meanwhile). Raises ArtifactError naming any
+        the server rejected (e.g. a file rewritten while it was uploaded), TimeoutError."""
+        self._artifacts.wait_verified(timeout)
+
     def _park_artifact(self, ref: dict[str, Any]) -> None:
         self._pipeline.journal_record(json_record(ARTIFACT, self._pipeline.next_seq(), ref, 1))
 
@@ -431,6 +462,12 @@ class Run:
                 self._telemetry.stop()
             self._artifacts.wait(progress=True)
             self._artifacts.close()
+            if self._artifacts.verifying:
+                logger.info(
+                    "tracker: %d artifact(s) uploaded; the server is checking their sha256 "
+                    "(run.wait_for_artifacts() waits for that)",
+                    len(self._artifacts.verifying),
+                )
             self._pipeline.form_now()  # the status change must come after all data
             self._pipeline.submit(PATCH, {"status": status})
             journal_dir = self._pipeline.journal_dir

@@ -1,20 +1,19 @@
 """Fault-injection helpers: a private redis-server, a TCP proxy that can cut and refuse
-connections, and an HTTP proxy that answers 5xx or stalls. All on 127.0.0.1, all bounded."""
+connections, and an HTTP proxy that answers 5xx or stalls. All on 127.0.0.1, all bounded.
+Django-free: bench/faults/offline_client.py imports TcpProxy before django.setup()."""
 
 from __future__ import annotations
 
-import os
 import selectors
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from tests.conftest import ARTIFACTS, ROOT, free_port, wait_for_port
+from bench.harness import free_port, wait_port
+from tests.conftest import ARTIFACTS
 
 
 class RedisServer:
@@ -44,7 +43,7 @@ class RedisServer:
             stdout=open(ARTIFACTS / f"redis-{self.port}.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )
-        wait_for_port(self.port)
+        wait_port(self.port)
         return self
 
     def kill(self) -> None:
@@ -56,49 +55,6 @@ class RedisServer:
         import redis
 
         return int(redis.Redis(port=self.port).llen(queue))
-
-
-def start_worker(env: dict[str, str], name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tracker",
-            "worker",
-            "-c",
-            str(concurrency),
-            "-P",
-            "threads",
-            "-n",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=open(ARTIFACTS / f"fault-worker-{name}.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop_group(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(20)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 class TcpProxy:
@@ -181,23 +137,6 @@ class TcpProxy:
         self.closed.set()
         self.outage()
         self.sock.close()
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1, nudge: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last_nudge = 0.0
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if nudge is not None and time.monotonic() - last_nudge > 3:
-            nudge()
-            last_nudge = time.monotonic()
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-__all__ = ["RedisServer", "TcpProxy", "Path", "start_worker", "stop_group", "wait_until"]
 
 
 class FaultyHttpProxy:

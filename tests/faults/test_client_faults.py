@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.faults.helpers import TcpProxy, wait_until
+from tests.faults.helpers import TcpProxy
+from tests.helpers import check_series, wait_until
 from tests.ingest_api.helpers import check_scalar_logdir, write_scalar_logdir
 from tests.live.conftest import Gunicorn
 from tracker.models import IngestJob, Run, Series, UploadFile
@@ -33,15 +34,6 @@ TRACKER = str(Path(ROOT) / ".venv" / "bin" / "tracker")
 
 def value(key: str, step: int) -> float:
     return step * 0.125 + len(key)
-
-
-def check_series(run_id: int, keys: list[str], n: int) -> None:
-    for key in keys:
-        series = Series.objects.get(run_id=run_id, key=key)
-        pts = read_points(series)
-        assert series.count == len(pts) == n, (key, series.count, len(pts))
-        assert pts.steps.tolist() == list(range(n))
-        assert pts.values.tolist() == [value(key, s) for s in range(n)]
 
 
 @pytest.mark.timeout(300)
@@ -141,7 +133,7 @@ def test_client_offline_60s_delivers_exactly_once(
     finally:
         proxy.close()
     assert proxy.refused > 0
-    check_series(run.id, keys, n_before + n_offline + n_after)
+    check_series(run.id, keys, n_before + n_offline + n_after, value)
     assert Run.objects.get(pk=run.id).status == "finished"
 
 

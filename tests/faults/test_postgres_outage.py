@@ -15,24 +15,15 @@ from django.db import connection
 
 from tests.conftest import subprocess_env
 from tests.faults.helpers import TcpProxy
+from tests.helpers import check_series
 from tests.live.conftest import Gunicorn
 from tracker.models import Run, Series
-from tracker.selectors.series import read_points
 
 pytestmark = [pytest.mark.timeout(240)]
 
 
 def value(key: str, step: int) -> float:
     return step * 0.25 + len(key)
-
-
-def check_series(run_id: int, keys: list[str], n: int) -> None:
-    for key in keys:
-        series = Series.objects.get(run_id=run_id, key=key)
-        pts = read_points(series)
-        assert series.count == len(pts) == n, (key, series.count, len(pts))
-        assert pts.steps.tolist() == list(range(n))
-        assert pts.values.tolist() == [value(key, s) for s in range(n)]
 
 
 def test_database_outage_mid_run_loses_and_duplicates_nothing(
@@ -50,6 +41,9 @@ def test_database_outage_mid_run_loses_and_duplicates_nothing(
     env["DATABASE_URL"] = env["DATABASE_URL"].replace(f":{db['PORT'] or 5432}/", f":{proxy.port}/")
     server = Gunicorn(env, workers=2, threads=4).start()
     token = token_for(tenants.bob)
+    from tracker.services.sharing import create_share_link
+
+    _, share_secret = create_share_link(project=tenants.vision, user=tenants.alice)
     try:
         run = tracker_client.init(
             project="acme/vision", name="db-outage", url=server.url, token=token, telemetry=False
@@ -81,6 +75,10 @@ def test_database_outage_mid_run_loses_and_duplicates_nothing(
             )
             assert r.status_code == 503, r.text
             assert r.json()["error"]["code"] == "unavailable" and r.headers["Retry-After"]
+            # ... and a web page (a share link's project page) says so too.
+            page = httpx.get(f"{server.url}/s/{share_secret}/", timeout=30)
+            assert page.status_code == 503, page.text[:300]
+            assert "briefly unavailable" in page.text and page.headers["Retry-After"]
             time.sleep(3.0)
         finally:
             proxy.restore()
@@ -89,7 +87,7 @@ def test_database_outage_mid_run_loses_and_duplicates_nothing(
         run.finish(timeout=120)
         assert proxy.cuts >= 1 and proxy.refused >= 1  # the outage really happened
         assert stored_before in ([], *[[c] for c in range(n)])  # mid-run, not after
-        check_series(run.id, keys, n)
+        check_series(run.id, keys, n, value)
         assert not Series.objects.filter(run_id=run.id, key="probe").exists()
         assert Run.objects.get(pk=run.id).status == "finished"
         # The server recovered on its own: plain reads work again on every worker.

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from bench.harness import stop_group
 from tests.conftest import subprocess_env
-from tests.faults.helpers import RedisServer, start_worker, stop_group, wait_until
+from tests.faults.helpers import RedisServer
+from tests.helpers import start_worker, wait_until
 from tests.ingest_api.helpers import (
     check_scalar_logdir,
     create_upload,

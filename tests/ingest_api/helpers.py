@@ -9,6 +9,7 @@ from typing import Any
 
 from rest_framework.test import APIClient
 
+from bench.tfevents_writer import write_scalar_file
 from tracker.models import IngestJob, Run, Series
 from tracker.selectors.series import read_points
 
@@ -129,32 +130,6 @@ def job_row(job: dict[str, Any]) -> IngestJob:
     return IngestJob.objects.get(pk=job["id"])
 
 
-# --- a fast writer for big logdirs (the exact bytes tensorboardX writes for add_scalar) ------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def scalar_record(wall: float, step: int, tag: bytes, value: float) -> bytes:
-    import struct
-
-    from tracker.ingest.tfevents import frame_record
-
-    val = b"\x0a" + _varint(len(tag)) + tag + b"\x15" + struct.pack("<f", value)
-    summ = b"\x0a" + _varint(len(val)) + val
-    head = b"\x09" + struct.pack("<d", wall) + (b"\x10" + _varint(step) if step else b"")
-    return frame_record(head + b"\x2a" + _varint(len(summ)) + summ)
-
-
 def expected_value(run: int, tag: int, step: int) -> float:
     import numpy as np
 
@@ -162,26 +137,15 @@ def expected_value(run: int, tag: int, step: int) -> float:
 
 
 def write_scalar_logdir(root: Path, runs: int, tags: int, steps: int) -> int:
-    import struct
-
-    from tracker.ingest.tfevents import frame_record
-
-    version = b"\x09" + struct.pack("<d", 1.7e9) + b"\x1a\x0dbrain.Event:2"
+    """`runs` runs of `tags` scalar tags x `steps` steps, `expected_value` at every point."""
+    names = [f"m/t{t:02d}".encode() for t in range(tags)]
     for r in range(runs):
-        path = root / f"run_{r}" / f"events.out.tfevents.1700000000.host.{r}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(frame_record(version))
-            for step in range(steps):
-                wall = 1.7e9 + step * 0.05
-                fh.write(
-                    b"".join(
-                        scalar_record(
-                            wall, step, f"m/t{t:02d}".encode(), expected_value(r, t, step)
-                        )
-                        for t in range(tags)
-                    )
-                )
+        write_scalar_file(
+            root / f"run_{r}" / f"events.out.tfevents.1700000000.host.{r}",
+            steps,
+            names,
+            lambda step, t, r=r: expected_value(r, t, step),
+        )
     return runs * tags * steps
 
 

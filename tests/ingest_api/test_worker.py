@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, subprocess_env
+from bench.harness import stop_group
+from tests.conftest import subprocess_env
+from tests.helpers import start_worker, wait_until
 from tests.ingest_api.helpers import (
     check_scalar_logdir,
     create_upload,
@@ -25,17 +25,15 @@ from tracker.models import IngestJob, Run, SeriesChunk, UploadFile
 
 
 def _wait_job(job_id: int, timeout: float = 120.0, nudge=None) -> IngestJob:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last_nudge = 0.0
-    while time.monotonic() < deadline:
+    def finished() -> IngestJob | None:
         job = IngestJob.objects.get(pk=job_id)
-        if job.state in ("succeeded", "failed"):
-            return job
-        if nudge is not None and time.monotonic() - last_nudge > 3:
-            nudge()
-            last_nudge = time.monotonic()
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {IngestJob.objects.get(pk=job_id).state}")
+        return job if job.state in ("succeeded", "failed") else None
+
+    try:
+        return wait_until(finished, timeout, nudge=nudge)
+    except AssertionError:
+        state = IngestJob.objects.get(pk=job_id).state
+        raise AssertionError(f"job {job_id} still {state} after {timeout} s") from None
 
 
 def test_real_worker_imports_an_upload(celery_worker, tenants, api, torch_logdir):
@@ -50,48 +48,6 @@ def test_real_worker_imports_an_upload(celery_worker, tenants, api, torch_logdir
     ours = stored_scalars(run)
     for key, pts in tb_scalars(torch_logdir / "torch_run").items():
         same_points(ours[key], pts)
-
-
-def _start_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tracker",
-            "worker",
-            "-c",
-            "1",
-            "-P",
-            "prefork",
-            "-n",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=open(ARTIFACTS / f"ingest-{name}.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: SIGKILL reaches the pool child too
-    )
-
-
-def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 @pytest.mark.slow
@@ -117,7 +73,7 @@ def test_sigkilled_worker_resumes_to_identical_data(
             "LOG_LEVEL": "INFO",
         }
     )
-    first = _start_worker(env, "victim")
+    first = start_worker(env, "victim", concurrency=1, pool="prefork")
     second = None
     try:
         client = api(tenants.bob)
@@ -137,7 +93,7 @@ def test_sigkilled_worker_resumes_to_identical_data(
             time.sleep(0.02)
         else:
             raise AssertionError("the worker never started parsing")
-        _kill_group(first, signal.SIGKILL)
+        stop_group(first, signal.SIGKILL)
         assert first.returncode is not None
         state = IngestJob.objects.get(pk=job["id"])
         assert state.state == "running"
@@ -150,7 +106,7 @@ def test_sigkilled_worker_resumes_to_identical_data(
         assert SeriesChunk.objects.exists()
 
         # A new worker; the reconciler (run periodically in production) re-sends the job.
-        second = _start_worker(env, "rescuer")
+        second = start_worker(env, "rescuer", concurrency=1, pool="prefork")
         done = _wait_job(
             job["id"],
             180,
@@ -164,7 +120,7 @@ def test_sigkilled_worker_resumes_to_identical_data(
             f.bytes_parsed == f.bytes_received for f in UploadFile.objects.filter(job_id=job["id"])
         )
     finally:
-        _kill_group(first, signal.SIGKILL)
+        stop_group(first, signal.SIGKILL)
         if second is not None:
-            _kill_group(second, signal.SIGTERM)
+            stop_group(second, signal.SIGTERM)
         app.conf.task_always_eager = True

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ARTIFACTS, ROOT, free_port, subprocess_env
+from bench.harness import free_port
+from tests.conftest import ARTIFACTS, ROOT, subprocess_env
 
 
 @pytest.fixture

@@ -180,3 +180,40 @@ def test_every_client_method_reads_back_exactly(
         again.finish()
     finally:
         server.stop()
+
+
+def test_resumed_run_continues_its_step_counter_and_keeps_list_params(
+    tenants, token_for, server_env, client_env
+):
+    import tracker_client
+
+    from tests.live.conftest import Gunicorn
+
+    server = Gunicorn(server_env).start()
+    try:
+        token = token_for(tenants.bob)
+        first = tracker_client.Run(
+            project="acme/vision",
+            name="resumable",
+            params={"layers": [64, 128], "betas": (0.9, 0.999)},
+            url=server.url,
+            token=token,
+            telemetry=False,
+        )
+        for i in range(10):
+            first.log({"loss": float(i)})
+        first.finish()
+
+        again = tracker_client.Run(run_id=first.id, url=server.url, token=token, telemetry=False)
+        for i in range(10, 15):
+            again.log({"loss": float(i)})
+        again.finish()
+
+        series = Series.objects.get(run_id=first.id, key="loss")
+        points = read_points(series)
+        assert points.steps.tolist() == list(range(15))
+        assert points.values.tolist() == [float(i) for i in range(15)]
+        params = dict(Param.objects.filter(run_id=first.id).values_list("key", "value"))
+        assert params == {"layers": [64, 128], "betas": [0.9, 0.999]}
+    finally:
+        server.stop()

@@ -13,23 +13,14 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import check_series
 from tracker.models import IdempotencyRecord, Run, Series
-from tracker.selectors.series import read_points
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 def value(key: str, step: int) -> float:
     return step * 0.5 + len(key)
-
-
-def check_series(run_id: int, keys: list[str], n: int) -> None:
-    for key in keys:
-        series = Series.objects.get(run_id=run_id, key=key)
-        pts = read_points(series)
-        assert series.count == len(pts) == n, (key, series.count, len(pts))
-        assert pts.steps.tolist() == list(range(n))
-        assert pts.values.tolist() == [value(key, s) for s in range(n)]
 
 
 def test_server_killed_and_restarted_mid_run(tenants, token_for, gunicorn, client_env, monkeypatch):
@@ -60,7 +51,7 @@ def test_server_killed_and_restarted_mid_run(tenants, token_for, gunicorn, clien
     t.join()
     run.finish(timeout=120)
     assert done.is_set()
-    check_series(run.id, keys, n)
+    check_series(run.id, keys, n, value)
     assert Run.objects.get(pk=run.id).status == "finished"
 
 
@@ -170,7 +161,7 @@ def test_lost_responses_do_not_duplicate(tenants, token_for, gunicorn, client_en
         proxy.close()
     assert proxy.dropped == 3
     assert proxy.replayed >= 3  # each retry was answered from the idempotency record
-    check_series(run.id, keys, n)
+    check_series(run.id, keys, n, value)
     assert not proxy.drop_create  # the create's response was lost too ...
     assert Run.objects.filter(name="lossy").count() == 1  # ... and still one run
     assert IdempotencyRecord.objects.filter(scope=f"run:{run.id}:metrics").count() >= 3
@@ -216,7 +207,7 @@ def test_eight_processes_eight_runs(tenants, token_for, gunicorn, client_env, tm
         run_ids.append(int(out.decode().split()[-1]))
     assert len(set(run_ids)) == 8
     for run_id in run_ids:
-        check_series(run_id, [f"k{j}" for j in range(5)], n)
+        check_series(run_id, [f"k{j}" for j in range(5)], n, value)
 
 
 def test_four_threads_one_run(tenants, token_for, gunicorn, client_env):
@@ -238,4 +229,4 @@ def test_four_threads_one_run(tenants, token_for, gunicorn, client_env):
     for t in threads:
         t.join()
     run.finish(timeout=120)
-    check_series(run.id, [f"thread{t}/loss" for t in range(4)], n)
+    check_series(run.id, [f"thread{t}/loss" for t in range(4)], n, value)

@@ -44,6 +44,7 @@ from ..models import (
 )
 from ..services import metrics
 from ..services import runs as run_services
+from ..services.logging import upsert_steps
 from ..services.series_codec import Points
 from ..storage import get_blob_store
 from . import summaries as S
@@ -607,39 +608,14 @@ class RunWriter:
                 update_fields=["wall_time", "blob", "width", "height", "mime", "caption"],
                 batch_size=1000,
             )
-        if buf.histograms:
-            Histogram.objects.bulk_create(
-                [Histogram(run=run, key=k, step=s, **e) for (k, s), e in buf.histograms.items()],
-                update_conflicts=True,
-                unique_fields=["run", "key", "step"],
-                update_fields=[
-                    "wall_time",
-                    "bucket_limits",
-                    "bucket_counts",
-                    "min",
-                    "max",
-                    "num",
-                    "sum",
-                    "sum_squares",
-                ],
-                batch_size=1000,
-            )
-        if buf.texts:
-            TextEntry.objects.bulk_create(
-                [TextEntry(run=run, key=k, step=s, **e) for (k, s), e in buf.texts.items()],
-                update_conflicts=True,
-                unique_fields=["run", "key", "step"],
-                update_fields=["wall_time", "value"],
-                batch_size=1000,
-            )
-        if buf.prcurves:
-            PRCurve.objects.bulk_create(
-                [PRCurve(run=run, key=k, step=s, **e) for (k, s), e in buf.prcurves.items()],
-                update_conflicts=True,
-                unique_fields=["run", "key", "step"],
-                update_fields=["wall_time", "data"],
-                batch_size=1000,
-            )
+        for model, entries in (
+            (Histogram, buf.histograms),
+            (TextEntry, buf.texts),
+            (PRCurve, buf.prcurves),
+        ):
+            if entries:
+                rows = [model(run=run, key=k, step=s, **e) for (k, s), e in entries.items()]
+                upsert_steps(model, rows, batch_size=1000)
         if buf.artifacts:
             Artifact.objects.bulk_create(
                 [

@@ -57,6 +57,19 @@ class Histogram(models.Model):
     sum = models.FloatField(null=True)
     sum_squares = models.FloatField(null=True)
 
+    # What a (run, key, step) holds: logging that step again replaces these
+    # (tracker.services.logging.upsert_steps); reads and exports return them.
+    VALUE_FIELDS = (
+        "wall_time",
+        "bucket_limits",
+        "bucket_counts",
+        "min",
+        "max",
+        "num",
+        "sum",
+        "sum_squares",
+    )
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_histogram")
@@ -73,6 +86,8 @@ class TextEntry(models.Model):
     wall_time = models.FloatField(null=True)
     value = models.TextField()
 
+    VALUE_FIELDS = ("wall_time", "value")  # as Histogram.VALUE_FIELDS
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_text")]
 
@@ -88,6 +103,8 @@ class PRCurve(models.Model):
     # {"precision": [...], "recall": [...], "thresholds": [...], "tp": [...], ...}
     data = models.JSONField()
 
+    VALUE_FIELDS = ("wall_time", "data")  # as Histogram.VALUE_FIELDS
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key", "step"], name="uniq_prcurve")]
 
@@ -97,7 +114,13 @@ class PRCurve(models.Model):
 
 class ArtifactState(models.TextChoices):
     PENDING = "pending", "Pending"
+    # S3 assembled the upload, the worker is checking its sha256 (large artifacts): downloadable
+    # from its upload key, but not yet a content-addressed blob.
+    VERIFYING = "verifying", "Verifying"
     READY = "ready", "Ready"
+    # The uploaded bytes did not match the declaration; they are gone (metadata["error"] says
+    # why) and creating the artifact again restarts the upload.
+    FAILED = "failed", "Failed"
 
 
 class ArtifactKind(models.TextChoices):

@@ -235,42 +235,15 @@ def _related(run_ids: list[int]) -> dict[str, dict[int, list[dict[str, Any]]]]:
                 "wall_time": im["wall_time"],
             }
         )
-    for h in (
-        Histogram.objects.filter(run_id__in=run_ids)
-        .order_by("key", "step")
-        .values(
-            "run_id",
-            "key",
-            "step",
-            "wall_time",
-            "bucket_limits",
-            "bucket_counts",
-            "min",
-            "max",
-            "num",
-            "sum",
-            "sum_squares",
-        )
-    ):
-        rid = h.pop("run_id")
-        h["tag"] = h.pop("key")
-        out["histograms"][rid].append(h)
-    for t in (
-        TextEntry.objects.filter(run_id__in=run_ids)
-        .order_by("key", "step")
-        .values("run_id", "key", "step", "wall_time", "value")
-    ):
-        rid = t.pop("run_id")
-        t["tag"] = t.pop("key")
-        out["text"][rid].append(t)
-    for c in (
-        PRCurve.objects.filter(run_id__in=run_ids)
-        .order_by("key", "step")
-        .values("run_id", "key", "step", "wall_time", "data")
-    ):
-        rid = c.pop("run_id")
-        c["tag"] = c.pop("key")
-        out["pr_curves"][rid].append(c)
+    for name, model in (("histograms", Histogram), ("text", TextEntry), ("pr_curves", PRCurve)):
+        for row in (
+            model.objects.filter(run_id__in=run_ids)
+            .order_by("key", "step")
+            .values("run_id", "key", "step", *model.VALUE_FIELDS)
+        ):
+            rid = row.pop("run_id")
+            row["tag"] = row.pop("key")
+            out[name][rid].append(row)
     for a in (
         Artifact.objects.filter(run_id__in=run_ids)
         .order_by("path")

@@ -22,19 +22,9 @@ KINDS: dict[str, type[Model]] = {
 }
 FIELDS: dict[str, tuple[str, ...]] = {
     "images": ("id", "step", "index", "wall_time", "width", "height", "mime", "caption", "blob_id"),
-    "histograms": (
-        "step",
-        "wall_time",
-        "bucket_limits",
-        "bucket_counts",
-        "min",
-        "max",
-        "num",
-        "sum",
-        "sum_squares",
-    ),
-    "text": ("step", "wall_time", "value"),
-    "pr_curves": ("step", "wall_time", "data"),
+    "histograms": ("step", *Histogram.VALUE_FIELDS),
+    "text": ("step", *TextEntry.VALUE_FIELDS),
+    "pr_curves": ("step", *PRCurve.VALUE_FIELDS),
 }
 
 

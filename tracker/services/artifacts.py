@@ -1,10 +1,18 @@
 """Artifact uploads: presigned S3 multipart (bytes never pass through the web tier) or chunked
 through the API on a local blob directory; both end in a content-addressed blob.
 
-The client declares size and sha256 up front; `complete_artifact` verifies both against the
-bytes actually received before the row points at a blob, so a truncated or corrupted upload
-can never become "ready". The artifact path is a label only (normalised, no traversal): it
-never becomes a storage location.
+The client declares size and sha256 up front; the server verifies both against the bytes
+actually received before the row points at a blob, so a truncated or corrupted upload can never
+become "ready" and no client can make `blobs/<sha>` (shared by every tenant through
+de-duplication) hold anything but that sha's bytes. The artifact path is a label only
+(normalised, no traversal): it never becomes a storage location.
+
+Verifying means re-reading the whole object (seconds per GB on S3). `complete_artifact` does it
+in the request for small uploads and for the chunked mode; a large S3 upload is checked by the
+worker instead (`verify_upload`): complete answers "verifying" as soon as S3 has assembled the
+parts and their total size is right, the artifact is downloadable from its upload key meanwhile,
+then the worker makes it "ready" (hash matches: copied to its content address) or "failed"
+(bytes deleted, reason in metadata["error"]; creating it again restarts the upload).
 
 No cross-run de-duplication by declared hash: answering "ready" to anyone who merely names a
 sha256 would let them claim (and then download) another tenant's file.
@@ -17,18 +25,22 @@ import math
 import os
 import posixpath
 import re
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ..ingest.logdir import unsafe_segment
 from ..models import Artifact, ArtifactState, Blob, Run
-from ..storage import CHUNK, BlobStore, LocalBlobStore, S3BlobStore, get_blob_store
+from ..storage import CHUNK, BlobRef, BlobStore, LocalBlobStore, S3BlobStore, get_blob_store
 from .errors import Conflict, ServiceError, TooLarge
+from .jobs import dispatch
 
 MAX_SIZE = 5 * 1024**4  # S3's largest object
 MIN_PART = 8 * 1024 * 1024
@@ -36,6 +48,11 @@ MAX_PARTS = 10_000
 CHUNK_SIZE = 8 * 1024 * 1024
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 STALE_AFTER = timedelta(hours=24)
+# A verification not heard of for this long lost its Celery message (Redis keeps nothing on
+# disk): send it again. A running one touches the row every HEARTBEAT seconds.
+VERIFY_STALE_AFTER = timedelta(minutes=10)
+HEARTBEAT = 30.0
+MISMATCH = "The uploaded bytes do not match the declared sha256."
 _HEX = set("0123456789abcdef")
 
 
@@ -131,6 +148,7 @@ def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
     artifact.upload_id = ""
     artifact.bytes_received = size
     artifact.metadata.pop("upload_key", None)
+    artifact.metadata.pop("error", None)
     artifact.save()
     return artifact
 
@@ -156,9 +174,10 @@ def create_artifact(
 ) -> tuple[Artifact, dict[str, Any] | None]:
     """Start (or resume) an upload; returns the row and upload instructions (None if ready).
 
-    Same path + same content already ready: nothing to upload. Same path, other content
-    ready: 409 (an artifact is never silently replaced). A pending upload of the same file is
-    resumed (same S3 multipart upload id, or the chunked offset); of another file, restarted.
+    Same path + same content already ready (or uploaded and being verified): nothing to upload.
+    Same path, other content: 409 (an artifact is never silently replaced). A pending upload of
+    the same file is resumed (same S3 multipart upload id, or the chunked offset); of another
+    file, restarted. A failed one (its bytes did not match) starts again from scratch.
     """
     path = normalize_path(path)
     size = check_size(size)
@@ -172,7 +191,7 @@ def create_artifact(
                     artifact = Artifact.objects.create(run=run, path=path, size=size, sha256=sha256)
             except IntegrityError:
                 artifact = Artifact.objects.select_for_update().get(run=run, path=path)
-        if artifact.state == ArtifactState.READY:
+        if artifact.state in (ArtifactState.READY, ArtifactState.VERIFYING):
             if artifact.sha256 == sha256 and artifact.size == size:
                 return artifact, None
             raise Conflict(
@@ -181,6 +200,9 @@ def create_artifact(
                 field="path",
                 code="artifact_exists",
             )
+        if artifact.state == ArtifactState.FAILED:
+            artifact.state = ArtifactState.PENDING
+            artifact.metadata.pop("error", None)
         same_file = artifact.sha256 == sha256 and artifact.size == size
         if size == 0:
             if sha256 != EMPTY_SHA256:
@@ -298,15 +320,16 @@ def _refuse(artifact: Artifact, message: str, code: str) -> None:
 
 
 def complete_artifact(artifact_id: int, parts: Any = None) -> Artifact:
-    """Verify size and sha256 of what was received and adopt it under its content address.
+    """Check what was received and adopt it under its content address ("ready"), or, for a
+    large S3 upload, hand the sha256 check to the worker ("verifying"; see `verify_upload`).
 
-    Completing a ready artifact again is a no-op (a retry after a lost response).
+    Completing a ready or verifying artifact again is a no-op (a retry after a lost response).
     """
     store = get_blob_store()
     # The failure paths commit their clean-up (the upload is gone) before raising.
     with transaction.atomic():
         artifact = Artifact.objects.select_for_update().get(pk=artifact_id)
-        if artifact.state == ArtifactState.READY:
+        if artifact.state in (ArtifactState.READY, ArtifactState.VERIFYING):
             return artifact
         try:
             if isinstance(store, S3BlobStore):
@@ -341,16 +364,102 @@ def _complete_s3(store: S3BlobStore, artifact: Artifact, parts: Any) -> Artifact
     artifact.upload_id = ""  # completed: nothing left to abort
     actual = int(store.client.head_object(Bucket=store.bucket, Key=key)["ContentLength"])
     if actual != artifact.size:
-        store.client.delete_object(Bucket=store.bucket, Key=key)
+        store.delete_key(key)
         _refuse(artifact, f"Received {actual} bytes, declared {artifact.size}.", "size_mismatch")
-    ref = store.adopt_upload(key)
-    if ref.sha256 != artifact.sha256:
-        if not Blob.objects.filter(sha256=ref.sha256).exists():
-            store.delete(ref.sha256)
-        _refuse(
-            artifact, "The uploaded bytes do not match the declared sha256.", "checksum_mismatch"
+    if artifact.size <= settings.TRACKER_ARTIFACT_VERIFY_INLINE_MAX or (
+        settings.CELERY_TASK_ALWAYS_EAGER
+    ):
+        ref, etag = store.hash_object(key)
+        if ref.sha256 == artifact.sha256:
+            store.adopt_object(key, ref, etag)
+        store.delete_key(key)
+        if ref.sha256 != artifact.sha256:
+            _refuse(artifact, MISMATCH, "checksum_mismatch")
+        return _mark_ready(artifact, ref.sha256, ref.size)
+    # Large: the client is done once S3 holds the bytes; the worker re-reads them.
+    from ..tasks_media import verify_artifact
+
+    artifact.state = ArtifactState.VERIFYING
+    artifact.save()
+    dispatch(verify_artifact, artifact.pk)  # on commit: the worker must see "verifying"
+    return artifact
+
+
+def verify_upload(artifact_id: int) -> str | None:
+    """Worker side of a large S3 upload: hash what S3 assembled; adopt it or fail the artifact.
+
+    Returns the resulting state (None: nothing to do). Idempotent: a duplicate or re-sent
+    message finds the row no longer verifying, or the upload key gone, and does nothing. The
+    hash is computed outside any transaction (it may take minutes); the row is locked only to
+    record the outcome.
+    """
+    from botocore.exceptions import ClientError
+
+    store = get_blob_store()
+    artifact = Artifact.objects.filter(pk=artifact_id, state=ArtifactState.VERIFYING).first()
+    if artifact is None or not isinstance(store, S3BlobStore):
+        return None
+    key = artifact.metadata.get("upload_key", "")
+    ref: BlobRef | None = None
+    etag = ""
+    try:
+        ref, etag = store.hash_object(key, heartbeat=_heartbeat(artifact.pk))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
+            raise  # S3 failing: the task is retried (and re-sent if it stays stale)
+    good = ref is not None and ref.sha256 == artifact.sha256 and ref.size == artifact.size
+    if ref is not None and good:
+        # Only the bytes just hashed (CopySourceIfMatch) reach the shared content address.
+        store.adopt_object(key, ref, etag)
+    with transaction.atomic():
+        row = Artifact.objects.select_for_update().filter(pk=artifact_id).first()
+        if row is None or row.state != ArtifactState.VERIFYING:
+            state = None  # a duplicate finished first, or the run was deleted
+        elif row.metadata.get("upload_key") != key:
+            state = None  # cannot happen while verifying; never touch another upload's row
+        elif ref is not None and good:
+            state = _mark_ready(row, ref.sha256, ref.size).state
+        else:
+            row.state = state = ArtifactState.FAILED
+            row.metadata.pop("upload_key", None)
+            message = MISMATCH if ref is not None else "The uploaded object is gone."
+            row.metadata["error"] = {"code": "checksum_mismatch", "message": message}
+            row.save()
+    # Only once the row no longer points at it: until then a download of the verifying artifact
+    # reads it, and a duplicate of this task that finds it gone must find the row settled too.
+    store.delete_key(key)
+    return state
+
+
+def _heartbeat(artifact_id: int) -> Callable[[], None]:
+    """Touch the row every HEARTBEAT seconds while hashing, so it never looks lost."""
+    last = time.monotonic()
+
+    def beat() -> None:
+        nonlocal last
+        if time.monotonic() - last >= HEARTBEAT:
+            last = time.monotonic()
+            Artifact.objects.filter(pk=artifact_id, state=ArtifactState.VERIFYING).update(
+                updated_at=timezone.now()
+            )
+
+    return beat
+
+
+def reconcile_verifications(stale_after: timedelta = VERIFY_STALE_AFTER) -> int:
+    """Send the verification of artifacts stuck in "verifying" again (lost message, dead worker)."""
+    from ..tasks_media import verify_artifact
+
+    cutoff = timezone.now() - stale_after
+    stale = list(
+        Artifact.objects.filter(state=ArtifactState.VERIFYING, updated_at__lt=cutoff).values_list(
+            "pk", flat=True
         )
-    return _mark_ready(artifact, ref.sha256, ref.size)
+    )
+    for pk in stale:
+        Artifact.objects.filter(pk=pk).update(updated_at=timezone.now())
+        dispatch(verify_artifact, pk)
+    return len(stale)
 
 
 def _complete_chunked(store: BlobStore, artifact: Artifact) -> Artifact:
@@ -366,9 +475,7 @@ def _complete_chunked(store: BlobStore, artifact: Artifact) -> Artifact:
         while block := fh.read(CHUNK):
             digest.update(block)
     if digest.hexdigest() != artifact.sha256:
-        _refuse(
-            artifact, "The uploaded bytes do not match the declared sha256.", "checksum_mismatch"
-        )
+        _refuse(artifact, MISMATCH, "checksum_mismatch")
     with open(part, "rb") as fh:
         ref = store.put_stream(fh)
     part.unlink()

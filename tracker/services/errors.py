@@ -28,3 +28,19 @@ class Conflict(ServiceError):
 class TooLarge(ServiceError):
     status = 413
     code = "too_large"
+
+
+def is_backend_unavailable(exc: BaseException) -> bool:
+    """The database or the blob store failing or unreachable: nothing the caller did wrong.
+
+    API and web both answer it with a 503 and Retry-After instead of a 500.
+    """
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # boto3 is optional on the embedded default
+        return False
+    return isinstance(exc, BotoCoreError | ClientError)

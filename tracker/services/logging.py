@@ -209,6 +209,21 @@ def _finite_list(value: Any, field: str, limit: int) -> list[float]:
     return [_finite(v, f"{field}[{j}]") for j, v in enumerate(seq)]  # type: ignore[misc]
 
 
+StepRow = Histogram | TextEntry | PRCurve
+
+
+def upsert_steps(model: type[StepRow], rows: Sequence[StepRow], batch_size: int) -> None:
+    """Store rows of a model unique per (run, key, step): a step already stored takes the new
+    `VALUE_FIELDS`, the last write wins. At most one row per (run, key, step) in `rows`."""
+    model.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["run", "key", "step"],
+        update_fields=list(model.VALUE_FIELDS),
+        batch_size=batch_size,
+    )
+
+
 def _dedupe_last(rows: list[Any]) -> list[Any]:
     """Keep the last row per (key, step): ON CONFLICT cannot touch one row twice."""
     by_id: dict[tuple[str, int], Any] = {}
@@ -240,13 +255,7 @@ def log_text(run: Run, body: Any) -> int:
             )
         )
     with transaction.atomic():
-        TextEntry.objects.bulk_create(
-            _dedupe_last(rows),
-            update_conflicts=True,
-            unique_fields=["run", "key", "step"],
-            update_fields=["wall_time", "value"],
-            batch_size=1000,
-        )
+        upsert_steps(TextEntry, _dedupe_last(rows), batch_size=1000)
     return len(rows)
 
 
@@ -285,22 +294,7 @@ def _histogram(run: Run, item: Mapping[str, Any], where: str) -> Histogram:
 def log_histograms(run: Run, body: Any) -> int:
     rows = [_histogram(run, item, f"items[{i}]") for i, item in enumerate(_items(body, MAX_ITEMS))]
     with transaction.atomic():
-        Histogram.objects.bulk_create(
-            _dedupe_last(rows),
-            update_conflicts=True,
-            unique_fields=["run", "key", "step"],
-            update_fields=[
-                "wall_time",
-                "bucket_limits",
-                "bucket_counts",
-                "min",
-                "max",
-                "num",
-                "sum",
-                "sum_squares",
-            ],
-            batch_size=500,
-        )
+        upsert_steps(Histogram, _dedupe_last(rows), batch_size=500)
     return len(rows)
 
 
@@ -350,11 +344,5 @@ def _pr_curve(run: Run, item: Mapping[str, Any], where: str) -> PRCurve:
 def log_pr_curves(run: Run, body: Any) -> int:
     rows = [_pr_curve(run, item, f"items[{i}]") for i, item in enumerate(_items(body, MAX_ITEMS))]
     with transaction.atomic():
-        PRCurve.objects.bulk_create(
-            _dedupe_last(rows),
-            update_conflicts=True,
-            unique_fields=["run", "key", "step"],
-            update_fields=["wall_time", "data"],
-            batch_size=500,
-        )
+        upsert_steps(PRCurve, _dedupe_last(rows), batch_size=500)
     return len(rows)

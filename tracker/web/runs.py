@@ -31,6 +31,7 @@ from ..models import (
     TextEntry,
     UploadFile,
 )
+from ..selectors import media as media_selectors
 from ..services.errors import ServiceError
 from ..storage import get_blob_store
 from .common import Scope, int_or
@@ -341,18 +342,19 @@ def image_content(request: HttpRequest, scope: Scope, image_id: int) -> HttpResp
 @scoped()
 def artifact_download(request: HttpRequest, scope: Scope, artifact_id: int) -> HttpResponse:
     art = Artifact.objects.filter(pk=artifact_id).first()
-    if art is None or art.state != ArtifactState.READY or not art.blob_id:
+    if art is None or art.state not in (ArtifactState.READY, ArtifactState.VERIFYING):
         raise access.NotVisible()
     scope_run(scope, art.run_id)
-    filename = art.path.rsplit("/", 1)[-1] or "artifact"
-    store = get_blob_store()
-    if getattr(store, "supports_presigned", False):
-        url = store.presigned_get(art.blob_id, filename, "application/octet-stream")  # type: ignore[attr-defined]
+    try:
+        url = media_selectors.artifact_download_url(art)
+    except ServiceError:
+        raise access.NotVisible() from None
+    if url is not None:
         return HttpResponseRedirect(url)
     response = FileResponse(
-        store.open(art.blob_id),
+        get_blob_store().open(art.blob_id),
         as_attachment=True,
-        filename=filename,
+        filename=media_selectors.artifact_filename(art),
         content_type="application/octet-stream",
     )
     response["X-Content-Type-Options"] = "nosniff"
