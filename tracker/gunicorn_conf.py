@@ -18,3 +18,11 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Build the blob store's S3 clients while the worker boots: importing boto3 and loading its
+    S3 model takes ~0.2 s, which would otherwise land on the worker's first upload/download."""
+    from tracker.storage import get_blob_store
+
+    get_blob_store()

@@ -183,6 +183,8 @@ TRACKER_STORAGE = {
         "S3_SECRET_ACCESS_KEY", os.environ.get("AWS_SECRET_ACCESS_KEY", "")
     ),
     "S3_PREFIX": os.environ.get("S3_PREFIX", ""),
+    # "off" for S3-compatible servers without flexible checksums (per-part CRC32 on uploads).
+    "S3_PART_CHECKSUMS": os.environ.get("S3_PART_CHECKSUMS", "crc32"),
 }
 
 # Completing an S3 artifact upload up to this size re-reads and hashes it in the request (one

@@ -135,6 +135,9 @@ class S3BlobStore(BlobStore):
 
         self.bucket = conf["S3_BUCKET"]
         self.prefix = conf.get("S3_PREFIX", "")
+        # Per-part CRC32 checksums on presigned multipart uploads (S3 rejects a part whose bytes
+        # do not match); "off" for S3-compatible servers without flexible checksums.
+        self.part_checksums = str(conf.get("S3_PART_CHECKSUMS") or "crc32").lower() != "off"
         session = boto3.session.Session()
         kwargs: dict[str, Any] = {
             "region_name": conf.get("S3_REGION") or "us-east-1",
@@ -152,7 +155,11 @@ class S3BlobStore(BlobStore):
             "s3", endpoint_url=conf.get("S3_ENDPOINT_URL") or None, **kwargs
         )
         public = conf.get("S3_PUBLIC_ENDPOINT_URL") or conf.get("S3_ENDPOINT_URL") or None
-        self.presign_client = session.client("s3", endpoint_url=public, **kwargs)
+        self.presign_client = (
+            self.client
+            if public == (conf.get("S3_ENDPOINT_URL") or None)
+            else session.client("s3", endpoint_url=public, **kwargs)
+        )
 
     def key(self, sha256: str) -> str:
         return f"{self.prefix}blobs/{check_sha256(sha256)}"
@@ -220,24 +227,49 @@ class S3BlobStore(BlobStore):
     def upload_key(self, name: str) -> str:
         return f"{self.prefix}uploads/{name}"
 
-    def create_multipart(self, key: str) -> str:
-        return self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+    def create_multipart(self, key: str, crc32: bool = False) -> str:
+        """Start a multipart upload; with `crc32` every part must carry its CRC32 (S3 checks it)."""
+        extra = {"ChecksumAlgorithm": "CRC32"} if crc32 else {}
+        return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"]
 
-    def presign_part(self, key: str, upload_id: str, number: int, expires: int = 6 * 3600) -> str:
+    def presign_part(
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        crc32: str | None = None,
+        expires: int = 6 * 3600,
+    ) -> str:
+        """Presigned PUT of one part. A `crc32` (base64) is signed in: the PUT must send it as
+        `x-amz-checksum-crc32`, and S3 refuses the part (BadDigest) if the bytes differ."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": number,
+        }
+        if crc32:
+            params["ChecksumCRC32"] = crc32
         return self.presign_client.generate_presigned_url(
-            "upload_part",
-            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
-            ExpiresIn=expires,
+            "upload_part", Params=params, ExpiresIn=expires
         )
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+    def complete_multipart(
+        self,
+        key: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        crc32: list[str] | None = None,
+    ) -> None:
+        """Assemble the parts; an upload started with `crc32` must name each part's CRC32."""
+        listed = []
+        for p in parts:
+            part = {"PartNumber": p["number"], "ETag": p["etag"]}
+            if crc32:
+                part["ChecksumCRC32"] = crc32[p["number"] - 1]
+            listed.append(part)
         self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={
-                "Parts": [{"PartNumber": p["number"], "ETag": p["etag"]} for p in parts]
-            },
+            Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}
         )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:

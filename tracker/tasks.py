@@ -20,13 +20,18 @@ def purge_idempotency() -> int:
 
 @shared_task(name="tracker.cleanup_stale_uploads")
 def cleanup_stale_uploads(older_than_hours: float = 24.0) -> dict[str, int]:
-    """Abort orphaned S3 multipart uploads and old tmp/ objects (beat runs it hourly)."""
+    """Abort orphaned S3 multipart uploads, delete old tmp/ objects and completed uploads no
+    artifact owns (beat runs it hourly)."""
     from datetime import timedelta
 
     from .services import storage_cleanup
 
     report = storage_cleanup.abort_orphan_uploads(timedelta(hours=older_than_hours))
-    return {"aborted": report.aborted_uploads, "tmp_deleted": report.deleted_tmp_objects}
+    return {
+        "aborted": report.aborted_uploads,
+        "tmp_deleted": report.deleted_tmp_objects,
+        "uploads_deleted": report.deleted_upload_objects,
+    }
 
 
 # Area task modules register on import (Celery autodiscovers tracker.tasks only).

@@ -86,10 +86,23 @@ class ImagesIn(serializers.Serializer):
     )
 
 
+class PartChecksumsIn(serializers.Serializer):
+    algorithm = serializers.ChoiceField(choices=["crc32"])
+    part_size = serializers.IntegerField(help_text="the part size they were computed over")
+    values = serializers.ListField(
+        child=serializers.CharField(min_length=8, max_length=8),
+        help_text="base64 of each part's big-endian CRC32, in part order",
+    )
+
+
 class ArtifactIn(serializers.Serializer):
     path = serializers.CharField(max_length=1024)
     size = serializers.IntegerField(min_value=0)
     sha256 = serializers.CharField(min_length=64, max_length=64)
+    part_checksums = PartChecksumsIn(
+        required=False,
+        help_text="S3 mode: S3 then refuses any part whose bytes do not match (see the contract)",
+    )
 
 
 class PartIn(serializers.Serializer):
@@ -170,8 +183,9 @@ class ArtifactOut(serializers.Serializer):
 class ArtifactCreatedOut(ArtifactOut):
     upload = serializers.DictField(
         allow_null=True,
-        help_text='{"mode": "s3-multipart", "part_size", "parts": [{"number", "url"}]} or '
-        '{"mode": "chunked", "chunk_size", "offset"}; null when already ready',
+        help_text='{"mode": "s3-multipart", "part_size", "checksum": "crc32"|null, "parts": '
+        '[{"number", "url", "headers"?}]} or {"mode": "chunked", "chunk_size", "offset"}; null '
+        "when nothing is left to upload (ready or verifying)",
     )
 
 

@@ -198,7 +198,11 @@ class RunArtifactsView(TrackerView):
         run = access.get_run(self.principal, run_id, CONTRIBUTOR)
         data = request.data if isinstance(request.data, dict) else {}
         artifact, upload = artifact_services.create_artifact(
-            run, path=data.get("path"), size=data.get("size"), sha256=data.get("sha256")
+            run,
+            path=data.get("path"),
+            size=data.get("size"),
+            sha256=data.get("sha256"),
+            part_checksums=data.get("part_checksums"),
         )
         body = dict(s.ArtifactOut(artifact, context={"request": request}).data)
         body["upload"] = upload

@@ -1,6 +1,8 @@
+import base64
 import hashlib
 import os
 import threading
+import zlib
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,8 +11,12 @@ from conftest import run_created
 from tracker_client import Run
 from tracker_client.artifacts import (
     ArtifactError,
+    FileDigest,
+    digest_file,
     download_artifact,
+    file_signature,
     normalize_remote_path,
+    part_size_for,
     plan_artifact,
     sha256_file,
     upload_file,
@@ -57,10 +63,14 @@ def test_sha256_streaming(tmp_path):
 class ObjectStore:
     """Stub for both the API and presigned part URLs; records what it received."""
 
-    def __init__(self, mode, part_size=1000, fail_parts=(), lose_chunk_response_at=None):
+    def __init__(
+        self, mode, part_size=1000, fail_parts=(), lose_chunk_response_at=None, bad_digests=None
+    ):
         self.mode = mode
         self.part_size = part_size
         self.fail_parts = set(fail_parts)
+        self.bad_digests = dict(bad_digests or {})  # part number -> BadDigest answers to give
+        self.part_headers: dict[int, str | None] = {}
         self.lose_chunk_response_at = lose_chunk_response_at
         self.parts: dict[int, bytes] = {}
         self.part_puts: Counter = Counter()
@@ -81,6 +91,11 @@ class ObjectStore:
                 self.auth_on_presigned.append(req.headers.get("authorization"))
                 if number in self.fail_parts:
                     return 403, {"Content-Type": "application/xml"}, b"<Error>denied</Error>"
+                self.part_headers[number] = req.headers.get("x-amz-checksum-crc32")
+                if self.bad_digests.get(number):
+                    self.bad_digests[number] -= 1
+                    body = b"<Error><Code>BadDigest</Code></Error>"
+                    return 400, {"Content-Type": "application/xml"}, body
                 self.parts[number] = req.body
             return 200, {"ETag": f'"etag-{number}"'}, b""
         if path == "/api/v1/runs/7/artifacts/" and req.method == "POST":
@@ -98,6 +113,10 @@ class ObjectStore:
                         for i in range(1, n + 1)
                     ],
                 }
+                crcs = (self.declared.get("part_checksums") or {}).get("values")
+                if crcs and len(crcs) == n:  # as a server would sign them into the URLs
+                    for part, crc in zip(upload["parts"], crcs, strict=True):
+                        part["headers"] = {"x-amz-checksum-crc32": crc}
             return (
                 201,
                 {},
@@ -158,6 +177,55 @@ def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
     assert store.completed == {"parts": [{"number": n, "etag": f'"etag-{n}"'} for n in range(1, 6)]}
     assert set(store.auth_on_presigned) == {None}  # the token never goes to the object store
     assert store.parts[5] == data[4000:]
+
+
+def test_digest_file_crc32_per_part(tmp_path):
+    data = os.urandom(17 * 1024 * 1024 + 5)  # 8 MiB + 8 MiB + the rest
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    digest = digest_file(path)
+    assert (digest.sha256, digest.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert digest.part_size == 8 * 1024 * 1024 == part_size_for(len(data))
+    p = digest.part_size
+    assert digest.part_crc32 == tuple(
+        base64.b64encode(zlib.crc32(data[i : i + p]).to_bytes(4, "big")).decode()
+        for i in range(0, len(data), p)
+    )
+    assert digest.signature == file_signature(path)
+    assert part_size_for(80 * 1024**3) == 9 * 1024 * 1024  # 10,000 parts must cover the file
+    empty = tmp_path / "empty"
+    empty.touch()
+    assert digest_file(empty).part_crc32 == () and digest_file(empty).part_checksums() is None
+
+
+def test_parts_carry_their_crc32_and_a_bad_digest_is_sent_again(stub_server, tmp_path):
+    store = ObjectStore("s3", part_size=1000, bad_digests={2: 1, 3: 9})
+    stub = stub_server(store)
+    store.url = stub.url
+    data = os.urandom(3500)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    digest = FileDigest(
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+        file_signature(path),
+        1000,
+        tuple(
+            base64.b64encode(zlib.crc32(data[i : i + 1000]).to_bytes(4, "big")).decode()
+            for i in range(0, len(data), 1000)
+        ),
+    )
+    http = HttpClient(stub.url, "t")
+    # Part 3 never gets through (as if the file no longer matched its CRC32): given up on.
+    with pytest.raises(ArtifactError, match="keeps receiving other bytes"):
+        upload_file(http, 7, path, "model.bin", digest=digest, workers=1)
+    assert store.part_puts[3] == 3 and store.completed is None
+    assert store.declared["part_checksums"]["values"] == list(digest.part_crc32)
+    store.bad_digests.clear()
+    result = upload_file(http, 7, path, "model.bin", digest=digest, workers=1)
+    assert result["state"] == "ready"
+    assert store.part_puts[2] == 2  # damaged once on the way: sent again, once
+    assert store.part_headers == {n: digest.part_crc32[n - 1] for n in range(1, 5)}
 
 
 def test_chunked_upload_recovers_from_lost_response(stub_server, tmp_path):

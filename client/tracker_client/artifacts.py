@@ -1,11 +1,12 @@
 """Artifact upload (presigned S3 multipart or chunked through the API) and download.
 
 Uploads run on a background worker so `log_artifact()` returns at once; `finish()` waits for
-them. Large files are never read whole: sha256 is computed streaming, S3 parts are streamed from
-the file with an explicit Content-Length, and the parts already uploaded are remembered in a
-small state file so a re-run after a crash only sends what is missing. If the server cannot be
-reached, the artifact is journaled as a reference (local path, size, sha256) and uploaded by
-`tracker sync` later, provided the file is still unchanged.
+them. Large files are never read whole: sha256 (and each S3 part's CRC32, which S3 checks the
+part against on arrival; a damaged part is sent again) is computed streaming, S3 parts are
+streamed from the file with an explicit Content-Length, and the parts already uploaded are
+remembered in a small state file so a re-run after a crash only sends what is missing. If the
+server cannot be reached, the artifact is journaled as a reference (local path, size, sha256)
+and uploaded by `tracker sync` later, provided the file is still unchanged.
 
 An upload is done once the object store holds the bytes. The server checks their sha256 before
 the artifact becomes "ready"; for a large S3 upload it does so in the background ("verifying"),
@@ -16,13 +17,17 @@ and does not complete such an upload; `wait_verified` reports the server's verdi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -48,8 +53,20 @@ UPLOADED = ("ready", "verifying")  # nothing left to send
 ProgressFn = Callable[[int], None]
 
 
+MIN_PART = 8 * 1024 * 1024
+MAX_PARTS = 10_000
+BAD_DIGEST_ATTEMPTS = 3  # a part S3 received corrupted is sent again, a few times
+
+
 class ArtifactError(Exception):
     """The artifact could not be uploaded/downloaded as asked (changed file, bad checksum)."""
+
+
+def part_size_for(size: int) -> int:
+    """The server's S3 part size for a file of `size` bytes (docs/api-contract.md): 8 MiB,
+    larger (whole MiB) when 10,000 parts would not cover the file."""
+    need = math.ceil(size / MAX_PARTS) if size else MIN_PART
+    return max(MIN_PART, math.ceil(need / (1024 * 1024)) * 1024 * 1024)
 
 
 def sha256_file(path: Path, progress: ProgressFn | None = None) -> tuple[str, int]:
@@ -72,6 +89,51 @@ def file_signature(path: Path) -> FileSignature:
     """What changes when a file is written to: (size, mtime ns, inode, device)."""
     st = path.stat()
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """What the client declares of a file: sha256 and size, the CRC32 of each S3 part (S3
+    checks every part against it), and the file's signature from before it was read."""
+
+    sha256: str
+    size: int
+    signature: FileSignature
+    part_size: int
+    part_crc32: tuple[str, ...]
+
+    def part_checksums(self) -> dict[str, Any] | None:
+        if not self.part_crc32:
+            return None
+        return {"algorithm": "crc32", "part_size": self.part_size, "values": list(self.part_crc32)}
+
+
+def digest_file(path: Path, progress: ProgressFn | None = None) -> FileDigest:
+    """One streaming pass: sha256 of the file and CRC32 of each part (both release the GIL)."""
+    signature = file_signature(path)
+    part_size = part_size_for(signature[0])
+    digest = hashlib.sha256()
+    crcs: list[str] = []
+    size = crc = in_part = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(min(HASH_CHUNK, part_size - in_part)):
+            digest.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            in_part += len(chunk)
+            if in_part == part_size:
+                crcs.append(_crc32_b64(crc))
+                crc = in_part = 0
+            if progress is not None:
+                progress(len(chunk))
+    if in_part:
+        crcs.append(_crc32_b64(crc))
+    return FileDigest(digest.hexdigest(), size, signature, part_size, tuple(crcs))
+
+
+def _crc32_b64(crc: int) -> str:
+    """S3's encoding of a CRC32 checksum: base64 of its 4 big-endian bytes."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
 
 
 def normalize_remote_path(path: str) -> str:
@@ -143,18 +205,35 @@ def _file_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _put_part(http: HttpClient, url: str, path: Path, offset: int, length: int) -> str:
+def _put_part(
+    http: HttpClient,
+    url: str,
+    path: Path,
+    offset: int,
+    length: int,
+    headers: dict[str, str] | None = None,
+) -> str:
+    bad_digests = 0
+
     def attempt(_: int) -> str:
+        nonlocal bad_digests
         try:
             response = http.plain.put(
                 url,
                 content=_file_range(path, offset, length),
-                headers={"Content-Length": str(length)},
+                headers={**(headers or {}), "Content-Length": str(length)},
             )
         except Exception as exc:  # httpx transport errors
             if isinstance(exc, ArtifactError):
                 raise
             raise TrackerUnreachable(url.split("?", 1)[0], exc) from exc
+        if response.status_code == 400 and b"BadDigest" in response.content:
+            # S3 got other bytes than the part's CRC32 says: damaged on the way (send it
+            # again), or the file changed since it was hashed (then it never matches).
+            bad_digests += 1
+            if bad_digests >= BAD_DIGEST_ATTEMPTS:
+                raise ArtifactError(f"{path}: the object store keeps receiving other bytes")
+            raise TrackerUnreachable(url.split("?", 1)[0], ArtifactError("BadDigest"))
         if response.status_code >= 400:
             from .http import error_from_response
 
@@ -173,6 +252,7 @@ def upload_file(
     local: Path,
     remote: str,
     *,
+    digest: FileDigest | None = None,
     sha256: str | None = None,
     size: int | None = None,
     signature: FileSignature | None = None,
@@ -182,17 +262,20 @@ def upload_file(
     """Upload one file as artifact `remote` of run `run_id`; returns the artifact, "ready" or
     (large S3 uploads) "verifying" while the server checks its sha256.
 
-    `sha256`/`size` may be computed beforehand; `signature` is then `file_signature(local)`
-    taken before hashing, so that a file changed since is not completed under a stale sha256.
+    `digest` (`digest_file`) or `sha256`/`size` may be computed beforehand; `signature` is the
+    `file_signature(local)` from before hashing, so that a file changed since is not completed
+    under a stale sha256. Without any of them the file is digested here.
     """
-    if sha256 is None or size is None:
-        signature = file_signature(local)
-        sha256, size = sha256_file(local)
-    artifact = http.call(
-        "POST",
-        f"/api/v1/runs/{run_id}/artifacts/",
-        json_body={"path": remote, "size": size, "sha256": sha256},
-    )
+    if digest is None and (sha256 is None or size is None):
+        digest = digest_file(local)
+    body: dict[str, Any] = {"path": remote}
+    if digest is not None:
+        sha256, size, signature = digest.sha256, digest.size, digest.signature
+        if checksums := digest.part_checksums():
+            body["part_checksums"] = checksums
+    assert sha256 is not None and size is not None
+    body.update(size=size, sha256=sha256)
+    artifact = http.call("POST", f"/api/v1/runs/{run_id}/artifacts/", json_body=body)
     if artifact.get("state") in UPLOADED:
         if progress is not None:
             progress(size)
@@ -203,10 +286,10 @@ def upload_file(
         parts = _upload_s3(
             http, artifact, upload, run_id, local, remote, sha256, size, workers, progress
         )
-        body: dict[str, Any] = {"parts": parts}
+        done_body: dict[str, Any] = {"parts": parts}
     elif mode == "chunked":
         _upload_chunked(http, artifact, upload, local, size, progress)
-        body = {}
+        done_body = {}
     else:
         raise ArtifactError(f"server offered unknown upload mode {mode!r}")
     if signature is not None and file_signature(local) != signature:
@@ -216,7 +299,7 @@ def upload_file(
     done = http.call(
         "POST",
         f"/api/v1/artifacts/{artifact['id']}/complete/",
-        json_body=body,
+        json_body=done_body,
         timeout=COMPLETE_TIMEOUT,
     )
     if mode == "s3-multipart":
@@ -282,10 +365,11 @@ def _upload_s3(
             if progress is not None:
                 progress(length)
             continue
-        todo.append((number, part["url"], offset, length))
+        todo.append((number, part["url"], offset, length, part.get("headers") or {}))
 
-    def run_part(number: int, url: str, offset: int, length: int) -> None:
-        etag = _put_part(http, url, local, offset, length)
+    def run_part(number: int, url: str, offset: int, length: int, headers: dict) -> None:
+        # `headers` (the part's CRC32) are signed into the URL: they must go as given.
+        etag = _put_part(http, url, local, offset, length, headers)
         with lock:
             etags[str(number)] = etag
             _save_state(state_path, artifact["id"], dict(etags))
@@ -356,11 +440,10 @@ def deliver_artifact_record(http: HttpClient, record: Record, run_id: int | None
         raise ArtifactError(f"artifact {meta['path']!r}: {local} no longer exists")
     if local.stat().st_size != meta["size"]:
         raise ArtifactError(f"artifact {meta['path']!r}: {local} changed since it was logged")
-    signature = file_signature(local)
-    sha256, size = sha256_file(local)
-    if sha256 != meta["sha256"]:
+    digest = digest_file(local)
+    if digest.sha256 != meta["sha256"]:
         raise ArtifactError(f"artifact {meta['path']!r}: {local} changed since it was logged")
-    upload_file(http, run_id, local, meta["path"], sha256=sha256, size=size, signature=signature)
+    upload_file(http, run_id, local, meta["path"], digest=digest)
 
 
 class ArtifactManager:
@@ -406,13 +489,17 @@ class ArtifactManager:
 
     def _job(self, local: Path, remote: str) -> None:
         try:
-            signature = file_signature(local)
-            sha256, size = sha256_file(local, self._progress)
+            digest = digest_file(local, self._progress)
         except OSError as exc:
             self.failed += 1
             logger.error("tracker: cannot read artifact %s: %s", local, exc)
             return
-        ref = {"local_path": str(local), "path": remote, "size": size, "sha256": sha256}
+        ref = {
+            "local_path": str(local),
+            "path": remote,
+            "size": digest.size,
+            "sha256": digest.sha256,
+        }
         if self._http is None or self._offline() or not self._run.created.wait(self._wait_for_run):
             self._park(ref, "server unreachable")
             return
@@ -422,9 +509,7 @@ class ArtifactManager:
                 self._run.server_id,
                 local,
                 remote,
-                sha256=sha256,
-                size=size,
-                signature=signature,
+                digest=digest,
                 progress=self._progress,
             )
             self.uploaded += 1

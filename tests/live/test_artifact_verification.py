@@ -8,10 +8,13 @@ message; the last test runs the real client against gunicorn and a real worker o
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -169,6 +172,32 @@ def test_lost_verification_is_sent_again_and_a_lost_object_fails(
     assert "gone" in Artifact.objects.get(pk=lost).metadata["error"]["message"]
 
 
+def test_upload_of_a_deleted_run_is_swept_not_adopted(
+    deferred, api, tenants, run, django_capture_on_commit_callbacks
+):
+    from tests.factories import RunFactory
+    from tracker import tasks
+
+    bob = api(tenants.bob)
+    capture = django_capture_on_commit_callbacks
+    kept, _, _ = upload(bob, run, os.urandom(MB), capture, path="kept.bin")
+    doomed_run = RunFactory(project=tenants.vision, created_by=tenants.bob)
+    data = os.urandom(MB)
+    doomed, _, _ = upload(bob, doomed_run, data, capture)
+    key = Artifact.objects.get(pk=doomed).metadata["upload_key"]
+    doomed_run.delete()  # its verifying artifact goes with it
+    assert verify_artifact.apply(args=[doomed]).get() is None  # nothing to adopt it for
+    assert not get_blob_store().exists(hashlib.sha256(data).hexdigest())
+    assert tasks.cleanup_stale_uploads.apply(kwargs={}).get()["uploads_deleted"] == 0  # young
+    result = tasks.cleanup_stale_uploads.apply(kwargs={"older_than_hours": 0}).get()
+    assert result["uploads_deleted"] == 1
+    keys = bucket_keys()
+    assert key.removeprefix(get_blob_store().prefix) not in keys
+    # The live verifying artifact's object is its own: kept, and it still becomes ready.
+    assert len([k for k in keys if k.startswith("uploads/")]) == 1
+    assert verify_artifact.apply(args=[kept]).get() == "ready"
+
+
 def test_small_uploads_are_still_verified_in_the_request(
     api, tenants, run, settings, django_capture_on_commit_callbacks
 ):
@@ -176,6 +205,97 @@ def test_small_uploads_are_still_verified_in_the_request(
     bob = api(tenants.bob)
     art_id, done, callbacks = upload(bob, run, os.urandom(MB), django_capture_on_commit_callbacks)
     assert done.json()["state"] == "ready" and callbacks == []
+
+
+# --- per-part CRC32: S3 checks each part in transit ----------------------------------------------
+def crc32_parts(data: bytes, part_size: int = 8 * MB) -> list[str]:
+    return [
+        base64.b64encode(zlib.crc32(data[i : i + part_size]).to_bytes(4, "big")).decode()
+        for i in range(0, len(data), part_size)
+    ]
+
+
+def declared(data: bytes, **over: Any) -> dict[str, Any]:
+    return {"algorithm": "crc32", "part_size": 8 * MB, "values": crc32_parts(data), **over}
+
+
+def upload_id_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["uploadId"][0]
+
+
+def test_part_crc32s_are_signed_into_the_part_urls(api, tenants, run):
+    bob = api(tenants.bob)
+    data = os.urandom(9 * MB + 5)
+    crcs = crc32_parts(data)
+    body = create(bob, run, data, part_checksums=declared(data)).json()
+    upload = body["upload"]
+    assert upload["checksum"] == "crc32"
+    for part, crc in zip(upload["parts"], crcs, strict=True):
+        assert part["headers"] == {"x-amz-checksum-crc32": crc}
+        signed = parse_qs(urlsplit(part["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+        assert "x-amz-checksum-crc32" in signed  # a PUT without it (or with another) is refused
+    store = get_blob_store()
+    uploads = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+    assert [u["ChecksumAlgorithm"] for u in uploads["Uploads"]] == ["CRC32"]
+    # Resuming with the same declaration keeps the upload; the parts go with their CRC32.
+    again = create(bob, run, data, part_checksums=declared(data)).json()["upload"]
+    assert upload_id_of(again["parts"][0]["url"]) == upload_id_of(upload["parts"][0]["url"])
+    size = upload["part_size"]
+    parts = []
+    for p in again["parts"]:
+        chunk = data[(p["number"] - 1) * size : p["number"] * size]
+        r = httpx.put(p["url"], content=chunk, headers=p["headers"])
+        assert r.status_code == 200, r.text
+        parts.append({"number": p["number"], "etag": r.headers["ETag"]})
+    done = complete(bob, body["id"], parts).json()
+    assert done["state"] == "ready"
+    assert get_blob_store().read_bytes(hashlib.sha256(data).hexdigest()) == data
+
+
+def test_part_crc32s_restart_ignore_and_switch_off(api, tenants, run, settings):
+    bob = api(tenants.bob)
+    data = os.urandom(MB)
+    first = create(bob, run, data, part_checksums=declared(data)).json()["upload"]
+    # Declared without them now: another upload (its parts would lack their checksums).
+    plain = create(bob, run, data).json()["upload"]
+    assert plain["checksum"] is None and "headers" not in plain["parts"][0]
+    assert upload_id_of(plain["parts"][0]["url"]) != upload_id_of(first["parts"][0]["url"])
+    # Computed over other parts than the server's: ignored, the upload goes without.
+    other = create(bob, run, data, path="b.bin", part_checksums=declared(data, part_size=16 * MB))
+    assert other.status_code == 201 and other.json()["upload"]["checksum"] is None
+    # An S3-compatible server without flexible checksums: switched off.
+    settings.TRACKER_STORAGE = {**settings.TRACKER_STORAGE, "S3_PART_CHECKSUMS": "off"}
+    off = create(bob, run, data, path="c.bin", part_checksums=declared(data)).json()
+    assert off["upload"]["checksum"] is None
+
+
+def test_client_plans_the_parts_the_server_plans():
+    from tracker_client.artifacts import part_size_for as client_part_size
+
+    for size in (0, 1, 8 * MB, 80 * 1024**3, 80 * 1024**3 + 1, 5 * 1024**4):
+        assert client_part_size(size) == artifact_services.part_size_for(size), size
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "crc32",
+        [],
+        {"algorithm": "md5", "part_size": 8 * MB, "values": ["AAAAAA=="]},
+        {"algorithm": "crc32", "part_size": "8388608", "values": ["AAAAAA=="]},
+        {"algorithm": "crc32", "part_size": 8 * MB, "values": "AAAAAA=="},
+        {"algorithm": "crc32", "part_size": 8 * MB, "values": []},
+        {"algorithm": "crc32", "part_size": 8 * MB, "values": ["AAAAAA==", "AAAAAA=="]},
+        {"algorithm": "crc32", "part_size": 8 * MB, "values": ["AAAAAAAA"]},
+        {"algorithm": "crc32", "part_size": 8 * MB, "values": ["AAAA!A=="]},
+        {"algorithm": "crc32", "part_size": 8 * MB, "values": [5]},
+    ],
+)
+def test_bad_part_checksums(api, tenants, run, bad):
+    r = create(api(tenants.bob), run, b"data", part_checksums=bad)
+    assert r.status_code == 400, r.content
+    assert r.json()["error"]["field"] == "part_checksums"
+    assert not Artifact.objects.exists()
 
 
 # --- the real client, gunicorn and a worker --------------------------------------------------------
@@ -209,7 +329,12 @@ def test_client_finish_returns_before_verification_and_learns_the_verdict(
         row = Artifact.objects.get(run_id=run.id, path="model.pt")
         sha = hashlib.sha256(big.read_bytes()).hexdigest()
         assert row.state == ArtifactState.READY and row.blob_id == sha
-        assert get_blob_store().read_bytes(sha) == big.read_bytes()
+        store = get_blob_store()
+        assert store.read_bytes(sha) == big.read_bytes()
+        # The client declared each part's CRC32: the upload (and so its copy) is a CRC32 one.
+        key = store.key(sha)
+        head = store.client.head_object(Bucket=store.bucket, Key=key, ChecksumMode="ENABLED")
+        assert "ChecksumCRC32" in head, head
         got = run.download_artifact("model.pt", tmp_path / "dl" / "")
         assert got.read_bytes() == big.read_bytes()
 

@@ -14,12 +14,18 @@ parts and their total size is right, the artifact is downloadable from its uploa
 then the worker makes it "ready" (hash matches: copied to its content address) or "failed"
 (bytes deleted, reason in metadata["error"]; creating it again restarts the upload).
 
+So that a transfer error surfaces while the client can still resend, a client may declare each
+part's CRC32: they are signed into the part URLs and S3 refuses a part whose bytes differ. They
+only guard the transfer; the content address is never derived from anything the client says.
+
 No cross-run de-duplication by declared hash: answering "ready" to anyone who merely names a
 sha256 would let them claim (and then download) another tenant's file.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import math
 import os
@@ -102,6 +108,48 @@ def part_count(size: int, part_size: int) -> int:
     return max(1, math.ceil(size / part_size))
 
 
+def check_part_checksums(raw: Any, size: int) -> list[str] | None:
+    """The client's CRC32 of each part, for S3 to check every part PUT against (transit
+    integrity, as the AWS SDKs do by default); None when not given.
+
+    `{"algorithm": "crc32", "part_size": int, "values": ["<base64 of the big-endian CRC32>"]}`,
+    computed over `part_size_for(size)` parts. Declared over other parts (a client that planned
+    differently), they are ignored: the upload then goes without. Whatever they say, the server
+    still checks the sha256 of the whole object itself.
+    """
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or raw.get("algorithm") != "crc32"
+        or type(raw.get("part_size")) is not int
+        or not isinstance(raw.get("values"), list)
+    ):
+        raise ServiceError(
+            'part_checksums is {"algorithm": "crc32", "part_size": int, "values": [base64]}.',
+            field="part_checksums",
+        )
+    psize = part_size_for(size)
+    if raw["part_size"] != psize or size == 0:
+        return None
+    values = raw["values"]
+    if len(values) != part_count(size, psize) or not all(_is_crc32(v) for v in values):
+        raise ServiceError(
+            f"part_checksums.values lists one base64 CRC32 per {psize}-byte part.",
+            field="part_checksums",
+        )
+    return values
+
+
+def _is_crc32(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 8:
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) == 4
+    except (binascii.Error, ValueError):
+        return False
+
+
 def upload_mode(store: BlobStore | None = None) -> str:
     store = store or get_blob_store()
     return "s3-multipart" if isinstance(store, S3BlobStore) else "chunked"
@@ -137,6 +185,7 @@ def _drop_upload(artifact: Artifact) -> None:
     artifact.upload_id = ""
     artifact.bytes_received = 0
     artifact.metadata.pop("upload_key", None)
+    artifact.metadata.pop("part_crc32", None)
 
 
 def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
@@ -148,6 +197,7 @@ def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
     artifact.upload_id = ""
     artifact.bytes_received = size
     artifact.metadata.pop("upload_key", None)
+    artifact.metadata.pop("part_crc32", None)
     artifact.metadata.pop("error", None)
     artifact.save()
     return artifact
@@ -159,18 +209,27 @@ def _upload_instructions(artifact: Artifact) -> dict[str, Any]:
         psize = part_size_for(artifact.size)
         n = part_count(artifact.size, psize)
         key, upload_id = artifact.metadata["upload_key"], artifact.upload_id
+        crcs: list[str] = artifact.metadata.get("part_crc32") or []
+        parts = []
+        for i in range(1, n + 1):
+            part: dict[str, Any] = {"number": i}
+            if crcs:
+                part["url"] = store.presign_part(key, upload_id, i, crcs[i - 1])
+                part["headers"] = {"x-amz-checksum-crc32": crcs[i - 1]}  # signed into the URL
+            else:
+                part["url"] = store.presign_part(key, upload_id, i)
+            parts.append(part)
         return {
             "mode": "s3-multipart",
             "part_size": psize,
-            "parts": [
-                {"number": i, "url": store.presign_part(key, upload_id, i)} for i in range(1, n + 1)
-            ],
+            "checksum": "crc32" if crcs else None,
+            "parts": parts,
         }
     return {"mode": "chunked", "chunk_size": CHUNK_SIZE, "offset": artifact.bytes_received}
 
 
 def create_artifact(
-    run: Run, *, path: Any, size: Any, sha256: Any
+    run: Run, *, path: Any, size: Any, sha256: Any, part_checksums: Any = None
 ) -> tuple[Artifact, dict[str, Any] | None]:
     """Start (or resume) an upload; returns the row and upload instructions (None if ready).
 
@@ -182,7 +241,10 @@ def create_artifact(
     path = normalize_path(path)
     size = check_size(size)
     sha256 = check_sha256(sha256)
+    crcs = check_part_checksums(part_checksums, size)
     store = get_blob_store()
+    if not isinstance(store, S3BlobStore) or not store.part_checksums:
+        crcs = None
     with transaction.atomic():
         artifact = Artifact.objects.select_for_update().filter(run=run, path=path).first()
         if artifact is None:
@@ -216,13 +278,20 @@ def create_artifact(
             artifact.size, artifact.sha256 = size, sha256
             return _mark_ready(artifact, sha256, 0), None
         if isinstance(store, S3BlobStore):
-            if same_file and artifact.upload_id and artifact.metadata.get("upload_key"):
+            if (
+                same_file
+                and artifact.upload_id
+                and artifact.metadata.get("upload_key")
+                and artifact.metadata.get("part_crc32") == crcs
+            ):
                 # Resume: the parts the client already PUT stay valid under this upload id.
                 return artifact, _upload_instructions(artifact)
             _drop_upload(artifact)
             key = store.upload_key(f"artifact-{artifact.pk}-{uuid.uuid4().hex}")
-            artifact.upload_id = store.create_multipart(key)
+            artifact.upload_id = store.create_multipart(key, crc32=bool(crcs))
             artifact.metadata["upload_key"] = key
+            if crcs:
+                artifact.metadata["part_crc32"] = crcs
         elif not same_file:
             _drop_upload(artifact)
         artifact.size, artifact.sha256 = size, sha256
@@ -349,7 +418,9 @@ def _complete_s3(store: S3BlobStore, artifact: Artifact, parts: Any) -> Artifact
     expected = part_count(artifact.size, part_size_for(artifact.size))
     checked = _check_parts(parts, expected)
     try:
-        store.complete_multipart(key, artifact.upload_id, checked)
+        store.complete_multipart(
+            key, artifact.upload_id, checked, artifact.metadata.get("part_crc32")
+        )
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
@@ -362,6 +433,7 @@ def _complete_s3(store: S3BlobStore, artifact: Artifact, parts: Any) -> Artifact
             code="upload_incomplete",
         ) from None
     artifact.upload_id = ""  # completed: nothing left to abort
+    artifact.metadata.pop("part_crc32", None)  # S3 checked them, part by part
     actual = int(store.client.head_object(Bucket=store.bucket, Key=key)["ContentLength"])
     if actual != artifact.size:
         store.delete_key(key)
@@ -403,7 +475,8 @@ def verify_upload(artifact_id: int) -> str | None:
     ref: BlobRef | None = None
     etag = ""
     try:
-        ref, etag = store.hash_object(key, heartbeat=_heartbeat(artifact.pk))
+        if key:
+            ref, etag = store.hash_object(key, heartbeat=_heartbeat(artifact.pk))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
             raise  # S3 failing: the task is retried (and re-sent if it stays stale)
@@ -422,12 +495,16 @@ def verify_upload(artifact_id: int) -> str | None:
         else:
             row.state = state = ArtifactState.FAILED
             row.metadata.pop("upload_key", None)
-            message = MISMATCH if ref is not None else "The uploaded object is gone."
-            row.metadata["error"] = {"code": "checksum_mismatch", "message": message}
+            row.metadata["error"] = (
+                {"code": "checksum_mismatch", "message": MISMATCH}
+                if ref is not None
+                else {"code": "upload_lost", "message": "The uploaded object is gone."}
+            )
             row.save()
     # Only once the row no longer points at it: until then a download of the verifying artifact
     # reads it, and a duplicate of this task that finds it gone must find the row settled too.
-    store.delete_key(key)
+    if key:
+        store.delete_key(key)
     return state
 
 

@@ -2,8 +2,10 @@
 
 `artifacts.cleanup_stale_uploads` aborts the uploads of pending Artifact rows. This covers what
 no row points at: a multipart upload created just before its transaction rolled back (database
-outage, crash), and the multipart uploads and `tmp/` objects of a large `put_stream` whose
-process died. Incomplete multipart uploads cost storage until aborted, invisibly.
+outage, crash), the multipart uploads and `tmp/` objects of a large `put_stream` whose process
+died, and completed uploads under `uploads/` that no verifying artifact owns any more (its run
+was deleted before the worker checked it, or the completing request rolled back). Incomplete
+multipart uploads cost storage until aborted, invisibly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ORPHAN_AFTER = timedelta(hours=24)
 class CleanupReport:
     aborted_uploads: int = 0
     deleted_tmp_objects: int = 0
+    deleted_upload_objects: int = 0
 
 
 def _older(when: datetime, cutoff: datetime) -> bool:
@@ -62,4 +65,16 @@ def abort_orphan_uploads(older_than: timedelta = ORPHAN_AFTER) -> CleanupReport:
             if _older(obj["LastModified"], cutoff):
                 client.delete_object(Bucket=bucket, Key=obj["Key"])
                 report.deleted_tmp_objects += 1
+    owned = set(
+        Artifact.objects.filter(state=ArtifactState.VERIFYING).values_list(
+            "metadata__upload_key", flat=True
+        )
+    )
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=store.upload_key("")
+    ):
+        for obj in page.get("Contents", []):
+            if obj["Key"] not in owned and _older(obj["LastModified"], cutoff):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+                report.deleted_upload_objects += 1
     return report
