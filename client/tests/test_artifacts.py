@@ -79,6 +79,7 @@ class ObjectStore:
         self.completed = None
         self.auth_on_presigned = []
         self.url = ""
+        self.upload_id = "up-1"
         self.lock = threading.Lock()
 
     def __call__(self, req):
@@ -109,7 +110,10 @@ class ObjectStore:
                     "mode": "s3-multipart",
                     "part_size": self.part_size,
                     "parts": [
-                        {"number": i, "url": f"{self.url}/s3/part{i}?X-Sig=abc"}
+                        {
+                            "number": i,
+                            "url": f"{self.url}/s3/part{i}?uploadId={self.upload_id}&X-Sig=abc",
+                        }
                         for i in range(1, n + 1)
                     ],
                 }
@@ -177,6 +181,31 @@ def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
     assert store.completed == {"parts": [{"number": n, "etag": f'"etag-{n}"'} for n in range(1, 6)]}
     assert set(store.auth_on_presigned) == {None}  # the token never goes to the object store
     assert store.parts[5] == data[4000:]
+
+
+def test_restarted_upload_forgets_the_etags_of_the_old_one(stub_server, tmp_path):
+    store = ObjectStore("s3", part_size=1000, fail_parts={3})
+    stub = stub_server(store)
+    store.url = stub.url
+    data = os.urandom(4500)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    http = HttpClient(stub.url, "secret-token")
+    with pytest.raises(ApiError):
+        upload_file(http, 7, path, "model.bin", workers=3)
+    assert store.parts  # some parts of upload up-1 were acknowledged
+
+    # The server aborted that upload (stale-upload cleanup) and hands out a new one.
+    store.fail_parts.clear()
+    store.parts.clear()
+    store.upload_id = "up-2"
+    before = dict(store.part_puts)
+    result = upload_file(http, 7, path, "model.bin", workers=3)
+    assert result["state"] == "ready"
+    assert {n: store.part_puts[n] - before.get(n, 0) for n in range(1, 6)} == dict.fromkeys(
+        range(1, 6), 1
+    )
+    assert b"".join(store.parts[n] for n in range(1, 6)) == data
 
 
 def test_digest_file_crc32_per_part(tmp_path):

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -176,20 +177,32 @@ def _state_path(run_id: int, remote: str, sha256: str) -> Path:
     return cache_dir() / "uploads" / f"{sha256[:32]}-{tag}.json"
 
 
-def _load_state(path: Path, artifact_id: Any) -> dict[str, str]:
+def _multipart_id(upload: dict[str, Any]) -> str:
+    """The S3 multipart upload the part URLs belong to (their `uploadId`). The server may
+    restart an upload (stale-upload cleanup, changed part size): ETags remembered for another
+    upload id name parts that no longer exist and must not be offered to complete."""
+    parts = upload.get("parts") or []
+    if not parts:
+        return ""
+    ids = parse_qs(urlsplit(str(parts[0].get("url", ""))).query).get("uploadId", [""])
+    return ids[0]
+
+
+def _load_state(path: Path, artifact_id: Any, upload_id: str) -> dict[str, str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if data.get("artifact_id") != artifact_id:
+    if data.get("artifact_id") != artifact_id or data.get("upload_id", "") != upload_id:
         return {}
     return {str(k): str(v) for k, v in data.get("etags", {}).items()}
 
 
-def _save_state(path: Path, artifact_id: Any, etags: dict[str, str]) -> None:
+def _save_state(path: Path, artifact_id: Any, upload_id: str, etags: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps({"artifact_id": artifact_id, "etags": etags}), encoding="utf-8")
+    state = {"artifact_id": artifact_id, "upload_id": upload_id, "etags": etags}
+    tmp.write_text(json.dumps(state), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -354,7 +367,8 @@ def _upload_s3(
 ) -> list[dict[str, Any]]:
     part_size = int(upload["part_size"])
     state_path = _state_path(run_id, remote, sha256)
-    etags = _load_state(state_path, artifact["id"])
+    upload_id = _multipart_id(upload)
+    etags = _load_state(state_path, artifact["id"], upload_id)
     lock = threading.Lock()
     todo = []
     for part in upload.get("parts", []):
@@ -372,7 +386,7 @@ def _upload_s3(
         etag = _put_part(http, url, local, offset, length, headers)
         with lock:
             etags[str(number)] = etag
-            _save_state(state_path, artifact["id"], dict(etags))
+            _save_state(state_path, artifact["id"], upload_id, dict(etags))
         if progress is not None:
             progress(length)
 
