@@ -157,7 +157,8 @@ class ObjectStore:
         return 404, {}, {"error": {"code": "not_found", "message": path}}
 
 
-def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
+def _first_attempt_fails_at_part_3(stub_server, tmp_path):
+    """A 4,500-byte file in 5 parts; the object store refuses part 3 (403) the first time."""
     store = ObjectStore("s3", part_size=1000, fail_parts={3})
     stub = stub_server(store)
     store.url = stub.url
@@ -167,6 +168,11 @@ def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
     http = HttpClient(stub.url, "secret-token")
     with pytest.raises(ApiError):
         upload_file(http, 7, path, "model.bin", workers=3)
+    return store, http, path, data
+
+
+def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
+    store, http, path, data = _first_attempt_fails_at_part_3(stub_server, tmp_path)
     assert store.completed is None
     first_puts = dict(store.part_puts)
     acked_first = set(store.parts)  # parts the object store accepted in the first attempt
@@ -184,15 +190,7 @@ def test_s3_multipart_parallel_and_resumable(stub_server, tmp_path):
 
 
 def test_restarted_upload_forgets_the_etags_of_the_old_one(stub_server, tmp_path):
-    store = ObjectStore("s3", part_size=1000, fail_parts={3})
-    stub = stub_server(store)
-    store.url = stub.url
-    data = os.urandom(4500)
-    path = tmp_path / "model.bin"
-    path.write_bytes(data)
-    http = HttpClient(stub.url, "secret-token")
-    with pytest.raises(ApiError):
-        upload_file(http, 7, path, "model.bin", workers=3)
+    store, http, path, data = _first_attempt_fails_at_part_3(stub_server, tmp_path)
     assert store.parts  # some parts of upload up-1 were acknowledged
 
     # The server aborted that upload (stale-upload cleanup) and hands out a new one.
