@@ -223,3 +223,45 @@ def test_level_of_detail_path_keeps_spikes_and_counts(db):
     append_points(run, {"m": Points.of([n], [1.8e9], [900.0])})
     [after] = query_series([run], ["m"], max_points=100)
     assert after["count"] == n + 1 and n in after["step"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chart_query_while_a_live_writer_replaces_the_tail_chunk(tenants):
+    """Found by the 5-minute load run: the chunk list and the chunk bytes are two queries, and
+    a batch landing in between replaced the tail chunk (KeyError → 500). Every read must
+    return a consistent prefix of what was written."""
+    import threading
+
+    from django.db import connection
+
+    from tracker.selectors.series_query import query_series_arrays
+
+    run = RunFactory(project=tenants.vision)
+    n0 = 5000
+    append_points(run, {"loss": Points.of(list(range(n0)), [1.0] * n0, [0.5] * n0)})
+    stop = threading.Event()
+
+    def writer() -> None:
+        step = n0
+        try:
+            while not stop.is_set():
+                append_points(run, {"loss": Points.of([step], [2.0], [float(step)])})
+                step += 1
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = n0
+        for _ in range(400):
+            (series,) = query_series_arrays([run], ["loss"], max_points=200_000)
+            steps = series.step
+            count = len(steps)
+            assert count >= seen and list(steps[:3]) == [0, 1, 2]
+            assert int(steps[-1]) == count - 1  # no gap, nothing twice
+            seen = count
+    finally:
+        stop.set()
+        thread.join(30)
+    assert seen > n0  # the writer really wrote while we read

@@ -115,6 +115,33 @@ def query_series_arrays(
     end: float | None = None,
 ) -> list[SeriesData]:
     """Like query_series, with numpy arrays (for the fast JSON path and for callers' maths)."""
+    # Chunk metadata and chunk bytes are two queries (LOD-summarised chunks skip their bytes);
+    # a live writer may replace a series' tail chunk in between. Reading again sees the new
+    # chunk: a handful of attempts always suffices, as a writer replaces a chunk per batch.
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _query_series_arrays(runs, keys, max_points, x, start, end)
+        except _ChunkReplaced:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 5
+
+
+class _ChunkReplaced(Exception):
+    """A chunk listed by the metadata query was gone when its bytes were read."""
+
+
+def _query_series_arrays(
+    runs: Sequence[Run],
+    keys: Sequence[str],
+    max_points: int,
+    x: str,
+    start: float | None,
+    end: float | None,
+) -> list[SeriesData]:
     start, end = validate_range(max_points, x, start, end)
     keys = list(dict.fromkeys(keys))
     if not keys:
@@ -155,6 +182,8 @@ def query_series_arrays(
     data: dict[int, bytes] = {}
     if need_data:
         data = dict(SeriesChunk.objects.filter(id__in=need_data).values_list("id", "data"))
+        if len(data) != len(need_data):
+            raise _ChunkReplaced
     lod_ids = {m[0] for m in lod_metas}
     fresh: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     out = []
