@@ -18,7 +18,6 @@ from tracker_client.artifacts import (
     normalize_remote_path,
     part_size_for,
     plan_artifact,
-    sha256_file,
     upload_file,
 )
 from tracker_client.http import ApiError, HttpClient
@@ -57,7 +56,8 @@ def test_sha256_streaming(tmp_path):
     data = os.urandom(9 * 1024 * 1024 + 7)
     path = tmp_path / "f"
     path.write_bytes(data)
-    assert sha256_file(path) == (hashlib.sha256(data).hexdigest(), len(data))
+    digest = digest_file(path)
+    assert (digest.sha256, digest.size) == (hashlib.sha256(data).hexdigest(), len(data))
 
 
 class ObjectStore:

@@ -70,19 +70,6 @@ def part_size_for(size: int) -> int:
     return max(MIN_PART, math.ceil(need / (1024 * 1024)) * 1024 * 1024)
 
 
-def sha256_file(path: Path, progress: ProgressFn | None = None) -> tuple[str, int]:
-    """(hex sha256, size), streaming; hashlib releases the GIL so training keeps running."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            if progress is not None:
-                progress(len(chunk))
-    return digest.hexdigest(), size
-
-
 FileSignature = tuple[int, int, int, int]
 
 

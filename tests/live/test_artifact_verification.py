@@ -305,8 +305,7 @@ def test_client_finish_returns_before_verification_and_learns_the_verdict(
     import tracker_client
     from tracker_client.artifacts import (
         ArtifactError,
-        file_signature,
-        sha256_file,
+        digest_file,
         upload_file,
         wait_verified,
     )
@@ -342,8 +341,8 @@ def test_client_finish_returns_before_verification_and_learns_the_verdict(
         # A file rewritten between hashing and the end of the upload is not completed.
         moving = tmp_path / "moving.bin"
         moving.write_bytes(os.urandom(2 * MB))
-        signature = file_signature(moving)
-        declared, size = sha256_file(moving)
+        before = digest_file(moving)
+        signature, declared, size = before.signature, before.sha256, before.size
         moving.write_bytes(os.urandom(2 * MB))
         with pytest.raises(ArtifactError, match="changed while it was uploaded"):
             upload_file(

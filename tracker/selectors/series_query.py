@@ -118,13 +118,12 @@ def query_series_arrays(
     # Chunk metadata and chunk bytes are two queries (LOD-summarised chunks skip their bytes);
     # a live writer may replace a series' tail chunk in between. Reading again sees the new
     # chunk: a handful of attempts always suffices, as a writer replaces a chunk per batch.
-    for attempt in range(_ATTEMPTS):
+    for _ in range(_ATTEMPTS - 1):
         try:
             return _query_series_arrays(runs, keys, max_points, x, start, end)
         except _ChunkReplaced:
-            if attempt == _ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return _query_series_arrays(runs, keys, max_points, x, start, end)
 
 
 _ATTEMPTS = 5

@@ -533,8 +533,8 @@ def reconcile_verifications(stale_after: timedelta = VERIFY_STALE_AFTER) -> int:
             "pk", flat=True
         )
     )
+    Artifact.objects.filter(pk__in=stale).update(updated_at=timezone.now())
     for pk in stale:
-        Artifact.objects.filter(pk=pk).update(updated_at=timezone.now())
         dispatch(verify_artifact, pk)
     return len(stale)
 
