@@ -24,6 +24,11 @@ urlpatterns: list = [
         name="artifact-complete",
     ),
     path(
+        "artifacts/<int:artifact_id>/parts/",
+        v.ArtifactPartsView.as_view(),
+        name="artifact-parts",
+    ),
+    path(
         "artifacts/<int:artifact_id>/download",
         v.ArtifactDownloadView.as_view(),
         name="artifact-download",

@@ -9,8 +9,9 @@ then drives `tracker_client` as training code would:
 
 1. one process: the cost of a `run.log()` call (5 keys, p50/p99), points/s accepted (the
    logging loop) and points/s stored (until `finish()` returned: everything acknowledged);
-2. N processes logging to N runs at once: aggregate points/s stored and the p95 server time
-   of metric batches (from gunicorn's access log, %(D)s);
+2. N processes logging to N runs at once: aggregate points/s stored, from the moment all N
+   (started, run created) are told to go until the last `finish()` returned, and the p95 server
+   time of metric batches (from gunicorn's access log, %(D)s);
 3. 500 × `log_image` of a 256×256 RGB uint8 array (noise: the PNG does not compress) until
    `flush()` returned, i.e. every image is a blob plus a row on the server; and the cost of
    each `log_image` call;
@@ -51,13 +52,18 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-# One training process: logs `n` points (5 keys per step) and prints its timings.
+# One training process: starts, creates its run, says "ready" and waits for "go" on stdin (so
+# that N interpreters starting up are not counted as logging time), then logs `n` points (5 keys
+# per step) and prints its timings.
 PROC = textwrap.dedent(
     """
     import json, sys, time, tracker_client
     n_steps, name = int(sys.argv[1]), sys.argv[2]
     keys = KEYS_PLACEHOLDER
     run = tracker_client.init(name=name, telemetry=False)
+    run.flush()
+    print("ready", flush=True)
+    sys.stdin.readline()
     t0 = time.perf_counter()
     for step in range(n_steps):
         run.log({k: step * 0.001 + i for i, k in enumerate(keys)}, step=step)
@@ -174,16 +180,24 @@ def main() -> None:  # noqa: C901 - a linear script
         print(f"single: {stored:,} points logged in {t_log:.2f}s, stored in {t_total:.2f}s")
 
         # --- 2. N processes ------------------------------------------------------------------
-        start = access_log.stat().st_size
         steps_each = args.proc_points // len(KEYS)
-        t0 = time.perf_counter()
         workers = [
             subprocess.Popen(
                 [sys.executable, "-c", PROC, str(steps_each), f"proc-{i}"],
-                env={**os.environ, **client_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, **client_env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
             for i in range(args.procs)
         ]  # fmt: skip
+        for w in workers:  # every interpreter started and its run created
+            line = w.stdout.readline()  # type: ignore[union-attr]
+            if line.strip() != b"ready":
+                raise RuntimeError(line + w.stderr.read()[-2000:])  # type: ignore[union-attr]
+        start = access_log.stat().st_size
+        t0 = time.perf_counter()
+        for w in workers:
+            w.stdin.write(b"go\n")  # type: ignore[union-attr]
+            w.stdin.flush()  # type: ignore[union-attr]
         import json
 
         results = []

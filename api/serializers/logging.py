@@ -98,7 +98,12 @@ class PartChecksumsIn(serializers.Serializer):
 class ArtifactIn(serializers.Serializer):
     path = serializers.CharField(max_length=1024)
     size = serializers.IntegerField(min_value=0)
-    sha256 = serializers.CharField(min_length=64, max_length=64)
+    sha256 = serializers.CharField(
+        min_length=64,
+        max_length=64,
+        required=False,
+        help_text="omit to declare it at complete (hash while sending; see the contract)",
+    )
     part_checksums = PartChecksumsIn(
         required=False,
         help_text="S3 mode: S3 then refuses any part whose bytes do not match (see the contract)",
@@ -112,6 +117,30 @@ class PartIn(serializers.Serializer):
 
 class CompleteIn(serializers.Serializer):
     parts = PartIn(many=True, required=False)
+    sha256 = serializers.CharField(
+        min_length=64, max_length=64, required=False, help_text="required if not declared at create"
+    )
+
+
+class PresignPartIn(serializers.Serializer):
+    number = serializers.IntegerField(min_value=1)
+    crc32 = serializers.CharField(
+        min_length=8, max_length=8, required=False, help_text="required when checksum is crc32"
+    )
+
+
+class PresignIn(serializers.Serializer):
+    parts = PresignPartIn(many=True)
+
+
+class SignedPartOut(serializers.Serializer):
+    number = serializers.IntegerField()
+    url = serializers.URLField()
+    headers = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class PresignOut(serializers.Serializer):
+    parts = SignedPartOut(many=True)
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -183,9 +212,10 @@ class ArtifactOut(serializers.Serializer):
 class ArtifactCreatedOut(ArtifactOut):
     upload = serializers.DictField(
         allow_null=True,
-        help_text='{"mode": "s3-multipart", "part_size", "checksum": "crc32"|null, "parts": '
-        '[{"number", "url", "headers"?}]} or {"mode": "chunked", "chunk_size", "offset"}; null '
-        "when nothing is left to upload (ready or verifying)",
+        help_text='{"mode": "s3-multipart", "part_size", "checksum": "crc32"|null, "upload_id", '
+        '"parts": [{"number", "url", "headers"?}] (empty without sha256: see .../parts/)} or '
+        '{"mode": "chunked", "chunk_size", "offset"}; null when nothing is left to upload '
+        "(ready or verifying)",
     )
 
 

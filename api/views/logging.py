@@ -245,8 +245,19 @@ class ArtifactCompleteView(TrackerView):
     def post(self, request, artifact_id):  # type: ignore[no-untyped-def]
         artifact = media_selectors.get_artifact(self.principal, artifact_id, CONTRIBUTOR)
         data = request.data if isinstance(request.data, dict) else {}
-        done = artifact_services.complete_artifact(artifact.pk, data.get("parts"))
+        done = artifact_services.complete_artifact(
+            artifact.pk, data.get("parts"), data.get("sha256")
+        )
         return Response(s.ArtifactOut(done, context={"request": request}).data)
+
+
+class ArtifactPartsView(TrackerView):
+    @extend_schema(request=s.PresignIn, responses=s.PresignOut)
+    def post(self, request, artifact_id):  # type: ignore[no-untyped-def]
+        artifact = media_selectors.get_artifact(self.principal, artifact_id, CONTRIBUTOR)
+        data = request.data if isinstance(request.data, dict) else {}
+        parts = artifact_services.presign_parts(artifact.pk, data.get("parts"))
+        return Response({"parts": parts})
 
 
 class ArtifactDownloadView(TrackerView):

@@ -81,6 +81,11 @@ class ObjectStore:
         self.url = ""
         self.upload_id = "up-1"
         self.lock = threading.Lock()
+        self.signed: list[dict] = []  # what .../parts/ was asked for (sha256 at complete)
+        self.existing: dict | None = None  # an artifact already ready under the path
+
+    def part_url(self, number):
+        return f"{self.url}/s3/part{number}?uploadId={self.upload_id}&X-Sig=abc"
 
     def __call__(self, req):
         split = urlsplit(req.path)
@@ -102,6 +107,13 @@ class ObjectStore:
         if path == "/api/v1/runs/7/artifacts/" and req.method == "POST":
             self.declared = req.json()
             size = self.declared["size"]
+            if self.existing is not None:
+                return 201, {}, {**self.existing, "upload": None}
+            if "sha256" not in self.declared and self.mode == "s3":
+                upload = {"mode": "s3-multipart", "part_size": self.part_size, "parts": [],
+                          "checksum": "crc32", "upload_id": self.upload_id}  # fmt: skip
+                return 201, {}, {"id": 11, "path": self.declared["path"], "state": "pending",
+                                 "sha256": "", "upload": upload}  # fmt: skip
             if self.mode == "chunked":
                 upload = {"mode": "chunked", "chunk_size": 1000, "offset": len(self.chunked)}
             else:
@@ -112,7 +124,7 @@ class ObjectStore:
                     "parts": [
                         {
                             "number": i,
-                            "url": f"{self.url}/s3/part{i}?uploadId={self.upload_id}&X-Sig=abc",
+                            "url": self.part_url(i),
                         }
                         for i in range(1, n + 1)
                     ],
@@ -126,6 +138,16 @@ class ObjectStore:
                 {},
                 {"id": 11, "path": self.declared["path"], "state": "pending", "upload": upload},
             )
+        if path == "/api/v1/artifacts/11/parts/":
+            wanted = req.json()["parts"]
+            with self.lock:
+                self.signed.extend(wanted)
+            signed = [
+                {"number": p["number"], "url": self.part_url(p["number"]),
+                 "headers": {"x-amz-checksum-crc32": p["crc32"]}}
+                for p in wanted
+            ]  # fmt: skip
+            return 200, {}, {"parts": signed}
         if path == "/api/v1/artifacts/11/content":
             offset = int(query["offset"][0])
             if offset != len(self.chunked):
@@ -151,7 +173,8 @@ class ObjectStore:
                 data = bytes(self.chunked)
             else:
                 data = b"".join(self.parts[p["number"]] for p in self.completed["parts"])
-            if hashlib.sha256(data).hexdigest() != self.declared["sha256"]:
+            declared = self.declared.get("sha256") or self.completed.get("sha256")
+            if hashlib.sha256(data).hexdigest() != declared:
                 return 400, {}, {"error": {"code": "checksum_mismatch", "message": "bad sum"}}
             return 200, {}, {"id": 11, "path": self.declared["path"], "state": "ready"}
         return 404, {}, {"error": {"code": "not_found", "message": path}}
@@ -265,6 +288,110 @@ def test_chunked_upload_recovers_from_lost_response(stub_server, tmp_path):
     assert result["state"] == "ready"
     assert bytes(store.chunked) == data  # the 409 answer moved us on instead of duplicating
     assert store.declared["path"] == "logs/log.txt"
+
+
+def _crc(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def _streaming_first_attempt_fails_at_part_3(stub_server, tmp_path):
+    store = ObjectStore("s3", part_size=1000, fail_parts={3})
+    stub = stub_server(store)
+    store.url = stub.url
+    data = os.urandom(4500)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    http = HttpClient(stub.url, "secret-token")
+    with pytest.raises(ApiError):
+        upload_file(http, 7, path, "model.bin", workers=3, stream=True)
+    return store, http, path, data
+
+
+def test_streaming_upload_hashes_while_sending_and_resumes(stub_server, tmp_path):
+    store, http, path, data = _streaming_first_attempt_fails_at_part_3(stub_server, tmp_path)
+    assert "sha256" not in store.declared and store.completed is None
+    acked_first = set(store.parts)
+    first_puts = dict(store.part_puts)
+    store.fail_parts.clear()
+    progress: list[int] = []
+    result = upload_file(http, 7, path, "model.bin", workers=3, stream=True,
+                         progress=progress.append)  # fmt: skip
+    assert result["state"] == "ready"
+    # Only what the object store had not acknowledged goes out again...
+    resent = {n: store.part_puts[n] - first_puts.get(n, 0) for n in range(1, 6)}
+    assert resent == {n: 0 if n in acked_first else 1 for n in range(1, 6)}
+    # ...each part signed with its CRC32 and sent with it; the sha256 declared at complete.
+    assert store.part_headers == {n: _crc(data[(n - 1) * 1000 : n * 1000]) for n in range(1, 6)}
+    assert all(p["crc32"] == _crc(data[(p["number"] - 1) * 1000 : p["number"] * 1000])
+               for p in store.signed)  # fmt: skip
+    assert store.completed == {
+        "parts": [{"number": n, "etag": f'"etag-{n}"'} for n in range(1, 6)],
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    assert b"".join(store.parts[n] for n in range(1, 6)) == data
+    assert sum(progress) == 2 * len(data)  # hashing + sending, skipped parts included
+    assert set(store.auth_on_presigned) == {None}
+
+
+def test_streaming_upload_of_a_file_changed_since_resends_every_part(stub_server, tmp_path):
+    store, http, path, _ = _streaming_first_attempt_fails_at_part_3(stub_server, tmp_path)
+    assert store.parts
+    data = os.urandom(4500)  # rewritten in between (same size): the old ETags name old bytes
+    path.write_bytes(data)
+    os.utime(path, ns=(1, 1))
+    store.fail_parts.clear()
+    before = dict(store.part_puts)
+    assert upload_file(http, 7, path, "model.bin", workers=2, stream=True)["state"] == "ready"
+    assert {n: store.part_puts[n] - before.get(n, 0) for n in range(1, 6)} == dict.fromkeys(
+        range(1, 6), 1
+    )
+    assert store.completed["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_streaming_upload_compares_with_an_artifact_already_there(stub_server, tmp_path):
+    store = ObjectStore("s3", part_size=1000)
+    stub = stub_server(store)
+    store.url = stub.url
+    data = os.urandom(2500)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    http = HttpClient(stub.url, "t")
+    sha = hashlib.sha256(data).hexdigest()
+    store.existing = {"id": 11, "path": "model.bin", "state": "ready", "size": 2500, "sha256": sha}
+    assert upload_file(http, 7, path, "model.bin", stream=True)["state"] == "ready"
+    assert not store.part_puts and store.completed is None
+    store.existing["sha256"] = "0" * 64
+    with pytest.raises(ArtifactError, match="different content exists"):
+        upload_file(http, 7, path, "model.bin", stream=True)
+
+
+def test_streaming_upload_fails_on_a_file_that_shrinks(stub_server, tmp_path, monkeypatch):
+    store = ObjectStore("s3", part_size=1000)
+    stub = stub_server(store)
+    store.url = stub.url
+    path = tmp_path / "model.bin"
+    path.write_bytes(os.urandom(3000))
+    real = file_signature(path)
+    # The size was taken (3,500 bytes) before the file was cut short.
+    import tracker_client.artifacts as artifacts
+
+    monkeypatch.setattr(artifacts, "file_signature", lambda p: (3500, *real[1:]))
+    with pytest.raises(ArtifactError, match="shrank"):
+        upload_file(HttpClient(stub.url, "t"), 7, path, "model.bin", workers=2, stream=True)
+    assert store.completed is None
+
+
+def test_streaming_chunked_upload_recovers_from_lost_response(stub_server, tmp_path):
+    store = ObjectStore("chunked", lose_chunk_response_at=1000)
+    stub = stub_server(store)
+    data = os.urandom(3500)
+    path = tmp_path / "log.txt"
+    path.write_bytes(data)
+    result = upload_file(HttpClient(stub.url, "t"), 7, path, "logs/log.txt", stream=True)
+    assert result["state"] == "ready"
+    assert bytes(store.chunked) == data
+    assert "sha256" not in store.declared
+    assert store.completed == {"sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_log_artifact_runs_in_background_and_finish_waits(stub_server, tmp_path):

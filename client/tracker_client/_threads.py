@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -20,18 +20,30 @@ def parallel_map(
     fn: Callable[[T], R], items: Iterable[T], workers: int, name: str = "tracker-worker"
 ) -> list[R]:
     """fn over items on up to `workers` threads; results in input order; raises the first
-    failure once every started call has finished (so nothing keeps running behind our back)."""
-    todo = list(enumerate(items))
-    results: list[Any] = [None] * len(todo)
+    failure once every started call has finished (so nothing keeps running behind our back).
+
+    `items` is consumed lazily, one item at a time under a lock, by whichever thread is free:
+    a generator may do real work per item (the streaming artifact upload hashes the next part
+    there) and it then runs just ahead of the threads, never concurrently with itself. An
+    exception raised by the generator counts as a failure like one raised by `fn`.
+    """
+    source = enumerate(items)
+    results: dict[int, Any] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     def worker() -> None:
         while True:
             with lock:
-                if not todo or errors:
+                if errors:
                     return
-                index, item = todo.pop(0)
+                try:
+                    index, item = next(source)
+                except StopIteration:
+                    return
+                except BaseException as exc:  # the generator failed: re-raised below
+                    errors.append(exc)
+                    return
             try:
                 results[index] = fn(item)
             except BaseException as exc:  # re-raised in the caller below
@@ -39,9 +51,10 @@ def parallel_map(
                     errors.append(exc)
                 return
 
+    count = len(items) if isinstance(items, Sized) else workers
     threads = [
         threading.Thread(target=worker, name=f"{name}-{i}", daemon=True)
-        for i in range(max(1, min(workers, len(todo))))
+        for i in range(max(1, min(workers, count)))
     ]
     for thread in threads:
         thread.start()
@@ -49,7 +62,7 @@ def parallel_map(
         thread.join()
     if errors:
         raise errors[0]
-    return results
+    return [results[i] for i in range(len(results))]
 
 
 class WorkerPool:

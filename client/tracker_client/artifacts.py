@@ -1,10 +1,14 @@
 """Artifact upload (presigned S3 multipart or chunked through the API) and download.
 
 Uploads run on a background worker so `log_artifact()` returns at once; `finish()` waits for
-them. Large files are never read whole: sha256 (and each S3 part's CRC32, which S3 checks the
-part against on arrival; a damaged part is sent again) is computed streaming, S3 parts are
-streamed from the file with an explicit Content-Length, and the parts already uploaded are
-remembered in a small state file so a re-run after a crash only sends what is missing. If the
+them. Large files are never read whole, and are hashed while they are sent: the sha256 runs over
+the file part by part just ahead of the parallel part uploads, each part's URL is asked for with
+its CRC32 (S3 checks the part against it on arrival; a damaged part is sent again), and the
+sha256 is declared when the upload completes. S3 parts are streamed from the file with an
+explicit Content-Length, and the parts already uploaded are remembered in a small state file
+(keyed by the file's size, mtime and inode) so a re-run after a crash only sends what is
+missing. Files of one part or less are hashed first and declared up front instead: one request
+fewer, and the server recognises an artifact it already has. If the
 server cannot be reached, the artifact is journaled as a reference (local path, size, sha256)
 and uploaded by `tracker sync` later, provided the file is still unchanged.
 
@@ -56,6 +60,7 @@ ProgressFn = Callable[[int], None]
 
 MIN_PART = 8 * 1024 * 1024
 MAX_PARTS = 10_000
+STREAM_MIN = MIN_PART  # larger files are hashed while they are sent
 BAD_DIGEST_ATTEMPTS = 3  # a part S3 received corrupted is sent again, a few times
 
 
@@ -159,9 +164,16 @@ def plan_artifact(path: str | os.PathLike[str], name: str | None = None) -> list
     return [(local, default)]
 
 
-def _state_path(run_id: int, remote: str, sha256: str) -> Path:
+def _state_path(run_id: int, remote: str, content: str) -> Path:
+    """Where the ETags of an upload of `content` (a sha256, or `_signature_tag`) are kept."""
     tag = hashlib.sha256(f"{run_id}:{remote}".encode()).hexdigest()[:16]
-    return cache_dir() / "uploads" / f"{sha256[:32]}-{tag}.json"
+    return cache_dir() / "uploads" / f"{content[:32]}-{tag}.json"
+
+
+def _signature_tag(signature: FileSignature) -> str:
+    """Names the file's current content before its sha256 is known: a file written to since
+    has another signature, so parts sent from its old bytes are never offered again."""
+    return hashlib.sha256(repr(signature).encode()).hexdigest()
 
 
 def _multipart_id(upload: dict[str, Any]) -> str:
@@ -258,15 +270,20 @@ def upload_file(
     signature: FileSignature | None = None,
     workers: int = DEFAULT_WORKERS,
     progress: ProgressFn | None = None,
+    stream: bool | None = None,
 ) -> dict[str, Any]:
     """Upload one file as artifact `remote` of run `run_id`; returns the artifact, "ready" or
     (large S3 uploads) "verifying" while the server checks its sha256.
 
     `digest` (`digest_file`) or `sha256`/`size` may be computed beforehand; `signature` is the
     `file_signature(local)` from before hashing, so that a file changed since is not completed
-    under a stale sha256. Without any of them the file is digested here.
+    under a stale sha256. Without any of them the file is hashed while it is sent (`stream`,
+    the default above STREAM_MIN bytes) or digested here first.
     """
     if digest is None and (sha256 is None or size is None):
+        signature = file_signature(local)
+        if stream if stream is not None else signature[0] > STREAM_MIN:
+            return _upload_streaming(http, run_id, local, remote, signature, workers, progress)
         digest = digest_file(local)
     body: dict[str, Any] = {"path": remote}
     if digest is not None:
@@ -307,6 +324,153 @@ def upload_file(
     if done.get("state") not in UPLOADED:
         raise ArtifactError(f"artifact {remote!r}: {_failure(done)}")
     return done
+
+
+def _upload_streaming(
+    http: HttpClient,
+    run_id: int,
+    local: Path,
+    remote: str,
+    signature: FileSignature,
+    workers: int,
+    progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """Upload without hashing first: the sha256 is computed as the parts go out and declared
+    at complete (docs/api-contract.md, "sha256 at complete")."""
+    size = signature[0]
+    report = progress or (lambda n: None)
+    artifact = http.call(
+        "POST", f"/api/v1/runs/{run_id}/artifacts/", json_body={"path": remote, "size": size}
+    )
+    upload = artifact.get("upload")
+    if upload is None:
+        # The path holds an artifact of this size already: the server cannot tell whether it
+        # is this content (we never said), so it answered with its sha256 for us to compare.
+        sha256 = digest_file(local, progress).sha256
+        if sha256 != artifact.get("sha256"):
+            raise ArtifactError(
+                f"an artifact {remote!r} with different content exists in this run; "
+                "log it under another path"
+            )
+        report(size)
+        return artifact
+    mode = upload.get("mode")
+    if mode == "s3-multipart":
+        state_path = _state_path(run_id, remote, _signature_tag(signature))
+        parts, sha256 = _stream_s3(http, artifact, upload, local, size, state_path, workers, report)
+        done_body: dict[str, Any] = {"parts": parts, "sha256": sha256}
+    elif mode == "chunked":
+        done_body = {"sha256": _stream_chunked(http, artifact, upload, local, size, report)}
+    else:
+        raise ArtifactError(f"server offered unknown upload mode {mode!r}")
+    if file_signature(local) != signature:
+        raise ArtifactError(f"{local} changed while it was uploaded; log it again when written")
+    done = http.call(
+        "POST",
+        f"/api/v1/artifacts/{artifact['id']}/complete/",
+        json_body=done_body,
+        timeout=COMPLETE_TIMEOUT,
+    )
+    if mode == "s3-multipart":
+        state_path.unlink(missing_ok=True)
+    if done.get("state") not in UPLOADED:
+        raise ArtifactError(f"artifact {remote!r}: {_failure(done)}")
+    return done
+
+
+def _stream_s3(
+    http: HttpClient,
+    artifact: dict[str, Any],
+    upload: dict[str, Any],
+    local: Path,
+    size: int,
+    state_path: Path,
+    workers: int,
+    report: ProgressFn,
+) -> tuple[list[dict[str, Any]], str]:
+    """Hash part k (sha256 of the file so far, CRC32 of the part) while parts < k are sent;
+    returns the parts for complete and the file's sha256."""
+    part_size = int(upload["part_size"])
+    count = max(1, math.ceil(size / part_size))
+    with_crc = upload.get("checksum") == "crc32"
+    upload_id = str(upload.get("upload_id") or "")
+    etags = _load_state(state_path, artifact["id"], upload_id) if upload_id else {}
+    digest = hashlib.sha256()
+    lock = threading.Lock()
+
+    def hashed_parts() -> Iterator[tuple[int, int, int, str]]:
+        # Advanced by whichever upload thread is free (parallel_map): one sequential read.
+        with open(local, "rb") as fh:
+            for number in range(1, count + 1):
+                offset = (number - 1) * part_size
+                length = min(part_size, size - offset)
+                crc, left = 0, length
+                while left:
+                    chunk = fh.read(min(HASH_CHUNK, left))
+                    if not chunk:
+                        raise ArtifactError(f"{local} shrank during upload")
+                    digest.update(chunk)
+                    crc = zlib.crc32(chunk, crc)
+                    left -= len(chunk)
+                    report(len(chunk))
+                if str(number) in etags:
+                    report(length)  # sent before a crash, and the file has not changed since
+                    continue
+                yield number, offset, length, _crc32_b64(crc)
+
+    def send(item: tuple[int, int, int, str]) -> None:
+        number, offset, length, crc = item
+        wanted: dict[str, Any] = {"number": number, **({"crc32": crc} if with_crc else {})}
+        signed = http.call(
+            "POST", f"/api/v1/artifacts/{artifact['id']}/parts/", json_body={"parts": [wanted]}
+        )["parts"][0]
+        # `headers` (the part's CRC32) are signed into the URL: they must go as given.
+        etag = _put_part(http, signed["url"], local, offset, length, signed.get("headers"))
+        with lock:
+            etags[str(number)] = etag
+            _save_state(state_path, artifact["id"], upload_id, dict(etags))
+        report(length)
+
+    # The first failure aborts the artifact; parts already done are remembered for the retry.
+    parallel_map(send, hashed_parts(), workers, "tracker-part")
+    return [{"number": n, "etag": etags[str(n)]} for n in range(1, count + 1)], digest.hexdigest()
+
+
+def _stream_chunked(
+    http: HttpClient,
+    artifact: dict[str, Any],
+    upload: dict[str, Any],
+    local: Path,
+    size: int,
+    report: ProgressFn,
+) -> str:
+    """Send the chunks the server lacks while hashing the whole file; returns its sha256."""
+    chunk_size = max(1, min(int(upload.get("chunk_size") or 8 * 1024 * 1024), MAX_CHUNK))
+    sent = int(upload.get("offset") or 0)  # what the server holds (it may correct us: 409)
+    report(min(sent, size))
+    path = f"/api/v1/artifacts/{artifact['id']}/content"
+    digest = hashlib.sha256()
+    with open(local, "rb") as fh:
+        hashed = 0
+        while hashed < size:
+            data = fh.read(min(chunk_size, size - hashed))
+            if not data:
+                raise ArtifactError(f"{local} shrank during upload")
+            digest.update(data)
+            report(len(data))
+            end = hashed + len(data)
+            while sent < end:
+                piece = (
+                    data[sent - hashed :]
+                    if sent >= hashed
+                    else os.pread(fh.fileno(), min(chunk_size, end - sent), sent)
+                )
+                new = _put_chunk(http, path, sent, piece)
+                if new > sent:
+                    report(min(new, size) - sent)
+                sent = new
+            hashed = end
+    return digest.hexdigest()
 
 
 def _failure(artifact: dict[str, Any]) -> str:
@@ -490,38 +654,27 @@ class ArtifactManager:
 
     def _job(self, local: Path, remote: str) -> None:
         try:
-            digest = digest_file(local, self._progress)
+            signature = file_signature(local)
         except OSError as exc:
             self.failed += 1
             logger.error("tracker: cannot read artifact %s: %s", local, exc)
             return
-        ref = {
-            "local_path": str(local),
-            "path": remote,
-            "size": digest.size,
-            "sha256": digest.sha256,
-        }
         if self._http is None or self._offline() or not self._run.created.wait(self._wait_for_run):
-            self._park(ref, "server unreachable")
+            self._park(local, remote, signature, "server unreachable")
             return
         try:
             done = upload_file(
-                self._http,
-                self._run.server_id,
-                local,
-                remote,
-                digest=digest,
-                progress=self._progress,
+                self._http, self._run.server_id, local, remote, progress=self._progress
             )
             self.uploaded += 1
             if done.get("state") == "verifying":
                 with self._lock:
                     self.verifying[int(done["id"])] = remote
         except TrackerUnreachable as exc:
-            self._park(ref, str(exc))
+            self._park(local, remote, signature, str(exc))
         except ApiError as exc:
             if exc.retryable:
-                self._park(ref, str(exc))
+                self._park(local, remote, signature, str(exc))
             else:
                 self.failed += 1
                 logger.error("tracker: artifact %r rejected by the server: %s", remote, exc)
@@ -529,9 +682,22 @@ class ArtifactManager:
             self.failed += 1
             logger.error("tracker: artifact %r failed: %s", remote, exc, exc_info=True)
 
-    def _park(self, ref: dict[str, Any], why: str) -> None:
+    def _park(self, local: Path, remote: str, signature: FileSignature, why: str) -> None:
+        """Journal a reference to the file as it was logged, for `tracker sync` to upload."""
+        try:
+            digest = digest_file(local)
+        except OSError as exc:
+            self.failed += 1
+            logger.error("tracker: cannot read artifact %s: %s", local, exc)
+            return
+        if digest.signature != signature:
+            self.failed += 1
+            logger.error("tracker: artifact %r changed since it was logged; not kept", remote)
+            return
+        ref = {"local_path": str(local), "path": remote, "size": digest.size,
+               "sha256": digest.sha256}  # fmt: skip
         self.journaled += 1
-        logger.warning("tracker: artifact %r saved for `tracker sync` (%s)", ref["path"], why)
+        logger.warning("tracker: artifact %r saved for `tracker sync` (%s)", remote, why)
         self._journal_fallback(ref)
 
     def wait(self, progress: bool = True) -> None:

@@ -185,6 +185,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:artifact-detail", "get"): Rule("viewer"),
     ("api:artifact-content", "put"): Rule("contributor", ARTIFACT_BYTES, query="offset=0"),
     ("api:artifact-complete", "post"): Rule("contributor", {}),
+    # Local storage has no parts to sign (400 wrong_mode once access is granted); the S3
+    # behaviour is in tests/live/test_api_artifacts.py.
+    ("api:artifact-parts", "post"): Rule("contributor", {"parts": [{"number": 1}]}, 400),
     ("api:artifact-download", "get"): Rule("viewer"),
 }
 
@@ -326,6 +329,7 @@ def _path_values(t: Any, name: str) -> dict[str, Any]:
         "artifact_id": {
             "api:artifact-content": t.artifact_pending.pk,
             "api:artifact-complete": t.artifact_received.pk,
+            "api:artifact-parts": t.artifact_pending.pk,
         }.get(name, t.artifact_ready.pk),
     }
 

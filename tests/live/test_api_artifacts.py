@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
 from datetime import timedelta
 from typing import Any
 
@@ -294,3 +296,199 @@ def test_pending_s3_upload_is_resumed_with_the_same_upload(api, tenants, run):
     body = create(c, run, other, path="x.bin").json()
     body2 = create(c, run, os.urandom(11), path="x.bin").json()
     assert body2["id"] == body["id"] and body2["size"] == 11
+
+
+# --- sha256 declared at complete ("deferred": the client hashes while it sends) ----------------
+
+
+def crc32_b64(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def create_deferred(client: Any, run: Any, size: int, path: str = "ckpt/big.pt") -> Any:
+    return client.post(
+        f"/api/v1/runs/{run.pk}/artifacts/", {"path": path, "size": size}, format="json"
+    )
+
+
+def sign(client: Any, artifact_id: int, parts: Any) -> Any:
+    return client.post(f"/api/v1/artifacts/{artifact_id}/parts/", {"parts": parts}, format="json")
+
+
+def put_signed(client: Any, artifact_id: int, data: bytes, size: int, numbers: list[int]) -> list:
+    """Ask for each part's URL with its CRC32, PUT it with the signed headers; [{number, etag}]."""
+    out = []
+    for n in numbers:
+        chunk = data[(n - 1) * size : n * size]
+        r = sign(client, artifact_id, [{"number": n, "crc32": crc32_b64(chunk)}])
+        assert r.status_code == 200, r.content
+        (part,) = r.json()["parts"]
+        assert part["number"] == n and part["headers"] == {"x-amz-checksum-crc32": crc32_b64(chunk)}
+        put = httpx.put(part["url"], content=chunk, headers=part["headers"])
+        assert put.status_code == 200, put.text
+        out.append({"number": n, "etag": put.headers["ETag"]})
+    return out
+
+
+def test_deferred_sha256_upload_signs_parts_as_they_come(api, tenants, run):
+    c = api(tenants.bob)
+    data = os.urandom(9 * MB + 5)
+    sha = hashlib.sha256(data).hexdigest()
+    r = create_deferred(c, run, len(data))
+    assert r.status_code == 201, r.content
+    body = r.json()
+    upload = body["upload"]
+    assert body["state"] == "pending" and body["sha256"] == ""
+    assert upload["mode"] == "s3-multipart" and upload["parts"] == []
+    assert upload["checksum"] == "crc32" and upload["upload_id"]
+    # Part 2 first: parts are signed in whatever order the client hashes them.
+    parts = put_signed(c, body["id"], data, upload["part_size"], [2, 1])
+    # Without the sha256 it was never told: refused, nothing changes.
+    r = complete(c, body["id"], parts)
+    assert r.status_code == 400 and r.json()["error"]["field"] == "sha256"
+    assert Artifact.objects.get(pk=body["id"]).state == ArtifactState.PENDING
+    done = c.post(
+        f"/api/v1/artifacts/{body['id']}/complete/", {"parts": parts, "sha256": sha}, format="json"
+    )
+    assert done.status_code == 200, done.content
+    assert done.json()["state"] == "ready" and done.json()["sha256"] == sha
+    art = Artifact.objects.get(pk=body["id"])
+    assert art.blob_id == sha and art.metadata == {}
+    assert bucket_keys() == [f"blobs/{sha}"]
+    # Logged again without a sha256: the server answers the ready artifact (the client compares
+    # its own hash); a different size under that path is other content.
+    again = create_deferred(c, run, len(data))
+    assert again.status_code == 201 and again.json()["upload"] is None
+    assert again.json()["state"] == "ready" and again.json()["sha256"] == sha
+    assert create_deferred(c, run, len(data) + 1).status_code == 409
+
+
+def test_deferred_sha256_that_does_not_match_is_refused(api, tenants, run):
+    c = api(tenants.bob)
+    data = os.urandom(3000)
+    body = create_deferred(c, run, len(data)).json()
+    parts = put_signed(c, body["id"], data, body["upload"]["part_size"], [1])
+    wrong = hashlib.sha256(b"other").hexdigest()
+    r = c.post(
+        f"/api/v1/artifacts/{body['id']}/complete/",
+        {"parts": parts, "sha256": wrong},
+        format="json",
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "checksum_mismatch"
+    art = Artifact.objects.get(pk=body["id"])
+    assert art.state == ArtifactState.PENDING and art.blob_id is None and art.upload_id == ""
+    assert bucket_keys() == []
+
+
+def test_declared_sha256_cannot_change_at_complete(api, tenants, run):
+    c = api(tenants.bob)
+    data = os.urandom(1000)
+    body = create(c, run, data).json()
+    parts = put_parts(body["upload"], data)
+    r = c.post(
+        f"/api/v1/artifacts/{body['id']}/complete/",
+        {"parts": parts, "sha256": hashlib.sha256(b"x").hexdigest()},
+        format="json",
+    )
+    assert r.status_code == 400 and r.json()["error"]["field"] == "sha256"
+    # The same sha256 again is fine.
+    r = c.post(
+        f"/api/v1/artifacts/{body['id']}/complete/",
+        {"parts": parts, "sha256": hashlib.sha256(data).hexdigest()},
+        format="json",
+    )
+    assert r.status_code == 200 and r.json()["state"] == "ready"
+
+
+@pytest.mark.parametrize(
+    ("parts", "field"),
+    [
+        ("1", "parts"),
+        ([], "parts"),
+        ([{"number": 0, "crc32": "AAAAAA=="}], "parts[0]"),
+        ([{"number": 3, "crc32": "AAAAAA=="}], "parts[0]"),
+        ([{"number": "1", "crc32": "AAAAAA=="}], "parts[0]"),
+        ([{"number": 1}], "parts[0].crc32"),
+        ([{"number": 1, "crc32": "not-b64!"}], "parts[0].crc32"),
+        ([{"number": 1, "crc32": "AAAAAA=="}, {"number": 2, "crc32": 5}], "parts[1].crc32"),
+    ],
+)
+def test_bad_part_signing_requests(api, tenants, run, parts, field):
+    c = api(tenants.bob)
+    body = create_deferred(c, run, 9 * MB).json()
+    r = sign(c, body["id"], parts)
+    assert r.status_code == 400, r.content
+    assert r.json()["error"]["field"] == field
+    assert Artifact.objects.get(pk=body["id"]).metadata["part_crc32"] == [None, None]
+
+
+def test_deferred_upload_edge_cases(api, tenants, run):
+    c = api(tenants.bob)
+    # Part checksums are given per part in this mode, never up front.
+    r = c.post(
+        f"/api/v1/runs/{run.pk}/artifacts/",
+        {"path": "x", "size": 10, "part_checksums": {"algorithm": "crc32", "part_size": 8 * MB,
+                                                     "values": ["AAAAAA=="]}},
+        format="json",
+    )  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["field"] == "part_checksums"
+    # An empty file needs no hash from the client.
+    r = create_deferred(c, run, 0, path="empty.bin")
+    assert r.status_code == 201 and r.json()["state"] == "ready"
+    assert r.json()["sha256"] == hashlib.sha256(b"").hexdigest()
+    # Completing with a part that was never signed (no CRC32 recorded) is refused.
+    data = os.urandom(9 * MB)
+    body = create_deferred(c, run, len(data)).json()
+    parts = put_signed(c, body["id"], data, body["upload"]["part_size"], [1])
+    parts.append({"number": 2, "etag": '"abc"'})
+    r = c.post(
+        f"/api/v1/artifacts/{body['id']}/complete/",
+        {"parts": parts, "sha256": hashlib.sha256(data).hexdigest()},
+        format="json",
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "upload_incomplete"
+    assert "Part 2" in r.json()["error"]["message"]
+    # A finished artifact has no parts left to sign.
+    done = create_deferred(c, run, 0, path="empty.bin").json()
+    r = sign(c, done["id"], [{"number": 1, "crc32": "AAAAAA=="}])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_pending"
+    # A viewer cannot sign parts.
+    r = sign(api(tenants.carol), body["id"], [{"number": 1, "crc32": "AAAAAA=="}])
+    assert r.status_code == 403
+
+
+def test_pending_deferred_upload_is_resumed(api, tenants, run):
+    c = api(tenants.bob)
+    data = os.urandom(9 * MB)
+    first = create_deferred(c, run, len(data)).json()
+    size = first["upload"]["part_size"]
+    (p1,) = put_signed(c, first["id"], data, size, [1])
+    # The client crashed after part 1; the same file (same size) again resumes that upload.
+    again = create_deferred(c, run, len(data)).json()
+    assert again["id"] == first["id"]
+    assert again["upload"]["upload_id"] == first["upload"]["upload_id"]
+    (p2,) = put_signed(c, first["id"], data, size, [2])
+    r = c.post(
+        f"/api/v1/artifacts/{first['id']}/complete/",
+        {"parts": [p1, p2], "sha256": hashlib.sha256(data).hexdigest()},
+        format="json",
+    )
+    assert r.json()["state"] == "ready"
+    # A declared upload under a pending deferred path restarts it (and the other way round).
+    body = create_deferred(c, run, 10, path="y.bin").json()
+    declared = create(c, run, os.urandom(10), path="y.bin").json()
+    assert declared["id"] == body["id"]
+    assert declared["upload"]["upload_id"] != body["upload"]["upload_id"]
+    assert len(declared["upload"]["parts"]) == 1
+
+
+def test_deferred_chunked_upload(local_storage, api, tenants, run):
+    c = api(tenants.bob)
+    data = os.urandom(5000)
+    body = create_deferred(c, run, len(data)).json()
+    assert body["upload"] == {"mode": "chunked", "chunk_size": 8 * MB, "offset": 0}
+    assert put_chunk(c, body["id"], 0, data).json() == {"offset": len(data)}
+    sha = hashlib.sha256(data).hexdigest()
+    r = c.post(f"/api/v1/artifacts/{body['id']}/complete/", {"sha256": sha}, format="json")
+    assert r.status_code == 200 and r.json()["state"] == "ready"
+    assert Artifact.objects.get(pk=body["id"]).blob_id == sha

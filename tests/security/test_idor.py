@@ -83,6 +83,7 @@ BODIES: dict[str, Any] = {
         "sha256": hashlib.sha256(b"abc").hexdigest(),
     },
     "api:artifact-complete": {},
+    "api:artifact-parts": {"parts": [{"number": 1}]},
     "api:upload-create": {"files": [{"path": "p/events.out.tfevents.1.h", "size": 3}]},
 }
 

@@ -1,11 +1,13 @@
 """Artifact uploads: presigned S3 multipart (bytes never pass through the web tier) or chunked
 through the API on a local blob directory; both end in a content-addressed blob.
 
-The client declares size and sha256 up front; the server verifies both against the bytes
-actually received before the row points at a blob, so a truncated or corrupted upload can never
-become "ready" and no client can make `blobs/<sha>` (shared by every tenant through
-de-duplication) hold anything but that sha's bytes. The artifact path is a label only
-(normalised, no traversal): it never becomes a storage location.
+The client declares the size up front and the sha256 either up front too or, so that it can hash
+a large file while sending it, when it completes the upload (then each S3 part's URL is asked
+for as the part's CRC32 becomes known, `presign_parts`). Either way the server verifies both
+against the bytes actually received before the row points at a blob, so a truncated or
+corrupted upload can never become "ready" and no client can make `blobs/<sha>` (shared by
+every tenant through de-duplication) hold anything but that sha's bytes. The artifact path is
+a label only (normalised, no traversal): it never becomes a storage location.
 
 Verifying means re-reading the whole object (seconds per GB on S3). `complete_artifact` does it
 in the request for small uploads and for the chunked mode; a large S3 upload is checked by the
@@ -59,6 +61,7 @@ STALE_AFTER = timedelta(hours=24)
 VERIFY_STALE_AFTER = timedelta(minutes=10)
 HEARTBEAT = 30.0
 MISMATCH = "The uploaded bytes do not match the declared sha256."
+NO_UPLOAD = "No upload in progress; create the artifact again."
 _HEX = set("0123456789abcdef")
 
 
@@ -186,6 +189,7 @@ def _drop_upload(artifact: Artifact) -> None:
     artifact.bytes_received = 0
     artifact.metadata.pop("upload_key", None)
     artifact.metadata.pop("part_crc32", None)
+    artifact.metadata.pop("deferred", None)
 
 
 def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
@@ -198,6 +202,7 @@ def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
     artifact.bytes_received = size
     artifact.metadata.pop("upload_key", None)
     artifact.metadata.pop("part_crc32", None)
+    artifact.metadata.pop("deferred", None)
     artifact.metadata.pop("error", None)
     artifact.save()
     return artifact
@@ -209,27 +214,35 @@ def _upload_instructions(artifact: Artifact) -> dict[str, Any]:
         psize = part_size_for(artifact.size)
         n = part_count(artifact.size, psize)
         key, upload_id = artifact.metadata["upload_key"], artifact.upload_id
-        crcs: list[str] = artifact.metadata.get("part_crc32") or []
+        crcs: list[str | None] = artifact.metadata.get("part_crc32") or []
         parts = []
-        for i in range(1, n + 1):
-            part: dict[str, Any] = {"number": i}
-            if crcs:
-                part["url"] = store.presign_part(key, upload_id, i, crcs[i - 1])
-                part["headers"] = {"x-amz-checksum-crc32": crcs[i - 1]}  # signed into the URL
-            else:
-                part["url"] = store.presign_part(key, upload_id, i)
-            parts.append(part)
+        if not artifact.metadata.get("deferred"):  # deferred: URLs come from presign_parts
+            parts = [_signed_part(store, key, upload_id, i, crcs[i - 1] if crcs else None)
+                     for i in range(1, n + 1)]  # fmt: skip
         return {
             "mode": "s3-multipart",
             "part_size": psize,
             "checksum": "crc32" if crcs else None,
+            "upload_id": upload_id,
             "parts": parts,
         }
     return {"mode": "chunked", "chunk_size": CHUNK_SIZE, "offset": artifact.bytes_received}
 
 
+def _signed_part(
+    store: S3BlobStore, key: str, upload_id: str, number: int, crc32: str | None
+) -> dict[str, Any]:
+    part: dict[str, Any] = {
+        "number": number,
+        "url": store.presign_part(key, upload_id, number, crc32),
+    }
+    if crc32:
+        part["headers"] = {"x-amz-checksum-crc32": crc32}  # signed into the URL
+    return part
+
+
 def create_artifact(
-    run: Run, *, path: Any, size: Any, sha256: Any, part_checksums: Any = None
+    run: Run, *, path: Any, size: Any, sha256: Any = None, part_checksums: Any = None
 ) -> tuple[Artifact, dict[str, Any] | None]:
     """Start (or resume) an upload; returns the row and upload instructions (None if ready).
 
@@ -237,13 +250,29 @@ def create_artifact(
     Same path, other content: 409 (an artifact is never silently replaced). A pending upload of
     the same file is resumed (same S3 multipart upload id, or the chunked offset); of another
     file, restarted. A failed one (its bytes did not match) starts again from scratch.
+
+    Without `sha256` the hash is declared at `complete_artifact` ("deferred"): the client hashes
+    while it sends. The server cannot then tell whether a ready artifact of the same size holds
+    the same content, so it answers that artifact (its sha256 included) for the client to
+    compare; a pending deferred upload of the same size is resumed, and the client decides from
+    its own records which parts still hold its file's bytes (the sha256 check at the end
+    catches any mistake).
     """
     path = normalize_path(path)
     size = check_size(size)
-    sha256 = check_sha256(sha256)
+    deferred = sha256 is None
+    if deferred and part_checksums is not None:
+        raise ServiceError(
+            "Without sha256, give each part's CRC32 when asking for its URL (.../parts/).",
+            field="part_checksums",
+        )
+    sha256 = "" if deferred else check_sha256(sha256)
+    if deferred and size == 0:
+        sha256, deferred = EMPTY_SHA256, False
     crcs = check_part_checksums(part_checksums, size)
     store = get_blob_store()
-    if not isinstance(store, S3BlobStore) or not store.part_checksums:
+    checksums = isinstance(store, S3BlobStore) and store.part_checksums
+    if not checksums:
         crcs = None
     with transaction.atomic():
         artifact = Artifact.objects.select_for_update().filter(run=run, path=path).first()
@@ -254,7 +283,7 @@ def create_artifact(
             except IntegrityError:
                 artifact = Artifact.objects.select_for_update().get(run=run, path=path)
         if artifact.state in (ArtifactState.READY, ArtifactState.VERIFYING):
-            if artifact.sha256 == sha256 and artifact.size == size:
+            if artifact.size == size and (deferred or artifact.sha256 == sha256):
                 return artifact, None
             raise Conflict(
                 f"An artifact {path!r} with different content exists in this run; "
@@ -278,25 +307,84 @@ def create_artifact(
             artifact.size, artifact.sha256 = size, sha256
             return _mark_ready(artifact, sha256, 0), None
         if isinstance(store, S3BlobStore):
+            resumable = (
+                bool(artifact.metadata.get("deferred"))
+                if deferred
+                else artifact.metadata.get("part_crc32") == crcs
+            )
             if (
                 same_file
                 and artifact.upload_id
                 and artifact.metadata.get("upload_key")
-                and artifact.metadata.get("part_crc32") == crcs
+                and resumable
             ):
                 # Resume: the parts the client already PUT stay valid under this upload id.
                 return artifact, _upload_instructions(artifact)
             _drop_upload(artifact)
             key = store.upload_key(f"artifact-{artifact.pk}-{uuid.uuid4().hex}")
-            artifact.upload_id = store.create_multipart(key, crc32=bool(crcs))
+            with_crc = bool(crcs) or (deferred and checksums)
+            artifact.upload_id = store.create_multipart(key, crc32=with_crc)
             artifact.metadata["upload_key"] = key
-            if crcs:
+            if deferred:
+                artifact.metadata["deferred"] = True
+                if with_crc:
+                    n = part_count(size, part_size_for(size))
+                    artifact.metadata["part_crc32"] = [None] * n
+            elif crcs:
                 artifact.metadata["part_crc32"] = crcs
         elif not same_file:
             _drop_upload(artifact)
         artifact.size, artifact.sha256 = size, sha256
         artifact.save()
         return artifact, _upload_instructions(artifact)
+
+
+MAX_PRESIGN = 1_000
+
+
+def presign_parts(artifact_id: int, raw: Any) -> list[dict[str, Any]]:
+    """Presigned URLs for some parts of a pending S3 upload, `[{"number", "crc32"?}]` → `[{"number",
+    "url", "headers"?}]`. An upload started with checksums signs each part's CRC32 into its URL
+    (given here for a deferred upload, where the latest one given for a part counts; fixed at
+    creation otherwise). Lets a client hash part k while part k-1 is on its way."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_PRESIGN:
+        raise ServiceError(
+            f"parts is a list of 1 to {MAX_PRESIGN} {{number, crc32?}}.", field="parts"
+        )
+    store = get_blob_store()
+    if not isinstance(store, S3BlobStore):
+        raise ServiceError("This artifact uploads in chunks through the API.", code="wrong_mode")
+    with transaction.atomic():
+        artifact = Artifact.objects.select_for_update().get(pk=artifact_id)
+        if artifact.state != ArtifactState.PENDING:
+            raise Conflict("This artifact is complete already.", code="not_pending")
+        key = artifact.metadata.get("upload_key")
+        if not artifact.upload_id or not key:
+            raise ServiceError(
+                "No upload in progress; create the artifact again.", code="no_upload"
+            )
+        n = part_count(artifact.size, part_size_for(artifact.size))
+        crcs: list[str | None] | None = artifact.metadata.get("part_crc32")
+        deferred = bool(artifact.metadata.get("deferred"))
+        wanted: list[tuple[int, str | None]] = []
+        for i, p in enumerate(raw):
+            number = p.get("number") if isinstance(p, dict) else None
+            if type(number) is not int or not 1 <= number <= n:
+                raise ServiceError(f"number is a part number from 1 to {n}.", field=f"parts[{i}]")
+            crc = p.get("crc32")
+            if crcs and deferred:
+                if not _is_crc32(crc):
+                    raise ServiceError(
+                        "crc32 (base64 of the part's big-endian CRC32) is required: this upload "
+                        "checks every part.",
+                        field=f"parts[{i}].crc32",
+                    )
+                crcs[number - 1] = crc
+            wanted.append((number, crcs[number - 1] if crcs else None))
+        if crcs and deferred:
+            artifact.metadata["part_crc32"] = crcs
+            artifact.save(update_fields=["metadata", "updated_at"])
+    return [_signed_part(store, key, artifact.upload_id, number, crc) for number, crc in wanted]
 
 
 def receive_chunk(artifact_id: int, offset: Any, data: bytes) -> int:
@@ -388,10 +476,11 @@ def _refuse(artifact: Artifact, message: str, code: str) -> None:
     raise _Refused(ServiceError(message, field=field, code=code))
 
 
-def complete_artifact(artifact_id: int, parts: Any = None) -> Artifact:
+def complete_artifact(artifact_id: int, parts: Any = None, sha256: Any = None) -> Artifact:
     """Check what was received and adopt it under its content address ("ready"), or, for a
     large S3 upload, hand the sha256 check to the worker ("verifying"; see `verify_upload`).
 
+    `sha256` is required here when it was not declared at creation, and must agree if it was.
     Completing a ready or verifying artifact again is a no-op (a retry after a lost response).
     """
     store = get_blob_store()
@@ -400,6 +489,20 @@ def complete_artifact(artifact_id: int, parts: Any = None) -> Artifact:
         artifact = Artifact.objects.select_for_update().get(pk=artifact_id)
         if artifact.state in (ArtifactState.READY, ArtifactState.VERIFYING):
             return artifact
+        if sha256 is None and not artifact.sha256:
+            raise ServiceError(
+                "sha256 is required: it was not declared when the artifact was created.",
+                field="sha256",
+            )
+        if sha256 is not None:
+            declared = check_sha256(sha256)
+            if artifact.sha256 and declared != artifact.sha256:
+                raise ServiceError(
+                    "sha256 differs from the one declared when the artifact was created.",
+                    field="sha256",
+                    code="checksum_mismatch",
+                )
+            artifact.sha256 = declared
         try:
             if isinstance(store, S3BlobStore):
                 return _complete_s3(store, artifact, parts)
@@ -414,9 +517,16 @@ def _complete_s3(store: S3BlobStore, artifact: Artifact, parts: Any) -> Artifact
 
     key = artifact.metadata.get("upload_key")
     if not artifact.upload_id or not key:
-        raise ServiceError("No upload in progress; create the artifact again.", code="no_upload")
+        raise ServiceError(NO_UPLOAD, code="no_upload")
     expected = part_count(artifact.size, part_size_for(artifact.size))
     checked = _check_parts(parts, expected)
+    crcs = artifact.metadata.get("part_crc32")
+    if crcs and None in crcs:
+        raise ServiceError(
+            f"Part {crcs.index(None) + 1} was never signed: ask for its URL with its CRC32.",
+            field="parts",
+            code="upload_incomplete",
+        )
     try:
         store.complete_multipart(
             key, artifact.upload_id, checked, artifact.metadata.get("part_crc32")
@@ -434,6 +544,7 @@ def _complete_s3(store: S3BlobStore, artifact: Artifact, parts: Any) -> Artifact
         ) from None
     artifact.upload_id = ""  # completed: nothing left to abort
     artifact.metadata.pop("part_crc32", None)  # S3 checked them, part by part
+    artifact.metadata.pop("deferred", None)
     actual = int(store.client.head_object(Bucket=store.bucket, Key=key)["ContentLength"])
     if actual != artifact.size:
         store.delete_key(key)
