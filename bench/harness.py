@@ -29,6 +29,17 @@ PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 ACCESS_LOG_FORMAT = "%(m)s %(U)s %(s)s %(D)s"  # method, path, status, microseconds
 
 
+def cpu_reference_ms() -> float:
+    """Best of 5 of a fixed pure-Python loop, in ms: how fast this machine's CPU is today.
+
+    Absolute targets (points/s, ms) are only comparable between machines with a similar figure:
+    hosts of the same kind have been seen to differ by 2x.
+    """
+    import timeit
+
+    return min(timeit.repeat("sum(i * i for i in range(1_000_000))", number=1, repeat=5)) * 1000
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -39,7 +39,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import Deployment, S3Server, ensure_database, fresh_project, stack_env  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Deployment,
+    S3Server,
+    cpu_reference_ms,
+    ensure_database,
+    fresh_project,
+    stack_env,
+)
 
 DB_NAME = "tracker_bench_live"
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/5")
@@ -98,6 +105,7 @@ def main() -> None:  # noqa: C901 - a linear script
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--profile", action="store_true", help="pyinstrument one gunicorn worker")
     args = ap.parse_args()
+    reference = cpu_reference_ms()
 
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     s3_server = S3Server(LOGS, "moto.log")
@@ -304,7 +312,7 @@ def main() -> None:  # noqa: C901 - a linear script
     for r in rows:
         print(" | ".join(c.ljust(w[i]) for i, c in enumerate(r)))
     print(f"\n(gunicorn {args.web_workers} workers × {args.threads} threads, {os.cpu_count()} CPUs;"
-          f" logs in {LOGS})")  # fmt: skip
+          f" CPU reference loop {reference:.0f} ms (harness.cpu_reference_ms); logs in {LOGS})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -70,3 +70,34 @@ def test_sys_keys_are_system_series_and_purge():
     s = Series.objects.get(run=run, key="acc")
     assert read_points(s).steps.tolist() == [0, 1, 2, 3]
     assert (s.count, s.last_step, s.last_value) == (4, 3, 3.0)
+
+
+@pytest.mark.django_db
+def test_summaries_of_many_series_in_one_batch():
+    """More series than one summary UPDATE takes (1,000): every row gets its own figures,
+    NaN-only and single-point series included."""
+    run = RunFactory()
+    data = {
+        f"k{i:04d}": Points.of([0, 1], [1.7e9, 1.7e9 + 1], [float(i), float(-i)])
+        for i in range(1200)
+    }
+    data["nan"] = Points.of([5], [1.7e9], [math.nan])
+    metrics.append_points(run, data)
+    metrics.append_points(run, {"k0007": Points.of([2], [1.7e9 + 2], [100.0])})
+    rows = {s.key: s for s in Series.objects.filter(run=run)}
+    assert len(rows) == 1201
+    k = rows["k1199"]
+    assert (k.count, k.first_step, k.last_step, k.last_value) == (2, 0, 1, -1199.0)
+    assert (k.min_value, k.max_value, k.first_wall, k.last_wall) == (
+        -1199.0,
+        1199.0,
+        1.7e9,
+        1.7e9 + 1,
+    )
+    k = rows["k0007"]
+    assert (k.count, k.last_step, k.last_value, k.max_value, k.last_wall) == (
+        3, 2, 100.0, 100.0, 1.7e9 + 2
+    )  # fmt: skip
+    nan = rows["nan"]
+    assert (nan.count, nan.min_value, nan.max_value) == (1, None, None)
+    assert math.isnan(nan.last_value)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Max, Min, Sum
+from django.db.models import BinaryField, Case, F, Max, Min, Sum, When
 
 from ..models import Run, Series, SeriesChunk, SeriesKind
 from .series_codec import Points, decode, encode
@@ -85,10 +85,16 @@ def _lock_series(run: Run, keys: list[str], kinds: Mapping[str, str] | None) -> 
 
 
 def _tail_chunks(series_ids: list[int]) -> dict[int, SeriesChunk]:
-    """The last chunk (highest steps) of each series, without its data."""
+    """The last chunk (highest steps) of each series; the data (as `small_data`) only of those
+    with room left, which a pure append extends. One query: each round trip counts when a
+    metric batch is a dozen of them."""
     if not series_ids:
         return {}
+    small_data = Case(
+        When(count__lt=CHUNK_TARGET, then=F("data")), default=None, output_field=BinaryField()
+    )
     qs = SeriesChunk.objects.filter(series_id__in=series_ids).defer("data")
+    qs = qs.annotate(small_data=small_data)
     if connection.vendor == "postgresql":
         rows = qs.order_by("series_id", "-step_max").distinct("series_id")
         return {c.series_id: c for c in rows}
@@ -112,22 +118,11 @@ def append_points(
     if not batch:
         return 0
     written = 0
-    with transaction.atomic():
+    # No savepoint when called inside a transaction (a metric batch and its idempotency record):
+    # an error here fails the whole request anyway, and SAVEPOINT/RELEASE are two round trips.
+    with transaction.atomic(savepoint=False):
         series_by_key = _lock_series(run, sorted(batch), kinds)
         tails = _tail_chunks([s.pk for s in series_by_key.values()])
-        # Data of the small tail chunks that pure appends will extend, in one query.
-        extend_ids = [
-            t.pk
-            for k, pts in batch.items()
-            if (t := tails.get(series_by_key[k].pk)) is not None
-            and t.count < CHUNK_TARGET
-            and int(pts.steps[0]) > t.step_max
-        ]
-        tail_data = (
-            dict(SeriesChunk.objects.filter(pk__in=extend_ids).values_list("pk", "data"))
-            if extend_ids
-            else {}
-        )
         new_chunks: list[SeriesChunk] = []
         updated_chunks: list[SeriesChunk] = []
         delete_ids: list[int] = []
@@ -143,7 +138,7 @@ def append_points(
                 if tail is not None and tail.count < CHUNK_TARGET:
                     room = CHUNK_TARGET - tail.count
                     head, rest = pts.slice(0, room), pts.slice(room, len(pts))
-                    old = decode(tail_data[tail.pk])
+                    old = decode(tail.small_data)
                     merged = Points.concat([old, head])
                     _refill(tail, merged)
                     updated_chunks.append(tail)
@@ -183,21 +178,50 @@ def append_points(
         SeriesChunk.objects.bulk_create([*updated_chunks, *new_chunks], batch_size=500)
         for series in recompute:
             _recompute_summary(series)
-        Series.objects.bulk_update(
-            touched + recompute,
-            [
-                "count",
-                "first_step",
-                "last_step",
-                "last_value",
-                "min_value",
-                "max_value",
-                "first_wall",
-                "last_wall",
-            ],
-            batch_size=500,
-        )
+        _save_summaries(touched + recompute)
     return written
+
+
+SUMMARY_FIELDS = (
+    "count",
+    "first_step",
+    "last_step",
+    "last_value",
+    "min_value",
+    "max_value",
+    "first_wall",
+    "last_wall",
+)
+
+
+def _save_summaries(series: list[Series]) -> None:
+    """Write the summary columns of `series` in one statement.
+
+    On Postgres an `UPDATE ... FROM (VALUES ...)`: Django's bulk_update builds a CASE WHEN per
+    column and row and resolving those expressions took a third of a metric batch's server time.
+    """
+    if not series:
+        return
+    if connection.vendor != "postgresql":
+        Series.objects.bulk_update(series, SUMMARY_FIELDS, batch_size=500)
+        return
+    fields = [Series._meta.get_field(name) for name in SUMMARY_FIELDS]
+    qn = connection.ops.quote_name
+    casts = ["bigint", *(f.db_type(connection) for f in fields)]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    columns = ", ".join(qn(f.column) for f in fields)
+    sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+    with connection.cursor() as cursor:
+        for start in range(0, len(series), 1000):  # ≤ 9,000 parameters per statement
+            group = series[start : start + 1000]
+            # Identifiers come from the model, every value is a parameter.
+            values = ", ".join([row] * len(group))
+            table = qn(Series._meta.db_table)
+            sql = f"UPDATE {table} AS s SET {sets} FROM (VALUES {values}) AS v(id, {columns}) "  # noqa: S608
+            sql += "WHERE s.id = v.id"
+            cursor.execute(
+                sql, [v for o in group for v in (o.pk, *(getattr(o, n) for n in SUMMARY_FIELDS))]
+            )
 
 
 def _refill(chunk: SeriesChunk, points: Points) -> None:
