@@ -193,7 +193,9 @@ def test_image_requests_overlap_but_metrics_stay_sequential(stub_server):
         run._pipeline.form_now()
     run.finish()
     assert len(stub.matching("POST", "/metrics/")) == 3
-    assert len(stub.matching("POST", "/images/")) == 4
+    # At most 64 images a request; the former may wake mid-loop and split them further.
+    assert len(stub.matching("POST", "/images/")) >= 4
+    assert run._pipeline.stats["images_sent"] == 64 * 4
     assert active["max_images"] == 2
     assert active["max_metrics"] == 1
 

@@ -623,7 +623,8 @@ def maybe_finalize(job_id: int) -> bool:
         job = IngestJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.state in (JobState.SUCCEEDED, JobState.FAILED):
             return False
-        files = list(UploadFile.objects.filter(job=job))
+        # In file order, as the API lists them: the row's problem list must read the same.
+        files = list(UploadFile.objects.filter(job=job).order_by("relative_path"))
         if any(_file_has_work(f) for f in files):
             return False
         summary = dict(job.summary)
