@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -399,7 +400,7 @@ def _stream_s3(
     lock = threading.Lock()
 
     def hashed_parts() -> Iterator[tuple[int, int, int, str]]:
-        # Advanced by whichever upload thread is free (parallel_map): one sequential read.
+        # One sequential read: sha256 of the file, CRC32 of each part.
         with open(local, "rb") as fh:
             for number in range(1, count + 1):
                 offset = (number - 1) * part_size
@@ -418,12 +419,23 @@ def _stream_s3(
                     continue
                 yield number, offset, length, _crc32_b64(crc)
 
-    def send(item: tuple[int, int, int, str]) -> None:
-        number, offset, length, crc = item
-        wanted: dict[str, Any] = {"number": number, **({"crc32": crc} if with_crc else {})}
-        signed = http.call(
-            "POST", f"/api/v1/artifacts/{artifact['id']}/parts/", json_body={"parts": [wanted]}
-        )["parts"][0]
+    def signed_parts() -> Iterator[tuple[int, int, int, dict[str, Any]]]:
+        # Advanced by whichever upload thread is free (parallel_map), so hashing runs just
+        # ahead of the uploads; URLs are asked for `workers` parts at a time (a round trip per
+        # part cost more than hashing one).
+        pending = hashed_parts()
+        while batch := list(itertools.islice(pending, max(1, workers))):
+            wanted = [{"number": n, **({"crc32": crc} if with_crc else {})}
+                      for n, _, _, crc in batch]  # fmt: skip
+            signed = http.call(
+                "POST", f"/api/v1/artifacts/{artifact['id']}/parts/", json_body={"parts": wanted}
+            )["parts"]
+            by_number = {int(p["number"]): p for p in signed}
+            for number, offset, length, _ in batch:
+                yield number, offset, length, by_number[number]
+
+    def send(item: tuple[int, int, int, dict[str, Any]]) -> None:
+        number, offset, length, signed = item
         # `headers` (the part's CRC32) are signed into the URL: they must go as given.
         etag = _put_part(http, signed["url"], local, offset, length, signed.get("headers"))
         with lock:
@@ -432,7 +444,7 @@ def _stream_s3(
         report(length)
 
     # The first failure aborts the artifact; parts already done are remembered for the retry.
-    parallel_map(send, hashed_parts(), workers, "tracker-part")
+    parallel_map(send, signed_parts(), workers, "tracker-part")
     return [{"number": n, "etag": etags[str(n)]} for n in range(1, count + 1)], digest.hexdigest()
 
 
