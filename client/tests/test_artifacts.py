@@ -415,6 +415,33 @@ def test_log_artifact_runs_in_background_and_finish_waits(stub_server, tmp_path)
     assert stub.requests[-1].method == "PATCH"  # status set after the upload finished
 
 
+def test_artifact_under_a_path_with_other_content_fails_at_once(stub_server, tmp_path, caplog):
+    """409 artifact_exists is final: no minute of retries, nothing parked for `tracker sync`."""
+    creates = []
+
+    def handler(req):
+        if req.method == "POST" and req.path.endswith("/projects/ws/p/runs/"):
+            return run_created(req)
+        if req.path == "/api/v1/runs/7/artifacts/":
+            creates.append(req.json())
+            error = {"code": "artifact_exists", "message": "other content", "field": "path"}
+            return 409, {}, {"error": error}
+        return 200, {}, {}
+
+    stub = stub_server(handler)
+    small, big = tmp_path / "small.pt", tmp_path / "big.pt"
+    small.write_bytes(b"x" * 100)
+    big.write_bytes(os.urandom(9 * 1024 * 1024))  # hashed while sent: no sha256 declared
+    run = Run(project="ws/p", url=stub.url, token="t", telemetry=False)
+    run.log_artifact(small, name="a.pt")
+    run.log_artifact(big, name="b.pt")
+    run.finish()
+    assert [c["path"] for c in creates] == ["a.pt", "b.pt"]  # one request each
+    assert "sha256" in creates[0] and "sha256" not in creates[1]
+    assert run._artifacts.failed == 2 and run._artifacts.journaled == 0
+    assert "rejected by the server" in caplog.text
+
+
 def test_download_streams_and_verifies(stub_server, tmp_path):
     data = os.urandom(3000)
     good = hashlib.sha256(data).hexdigest()

@@ -15,7 +15,8 @@ from tracker_client.http import (
 
 
 def test_retryable_statuses():
-    assert all(is_retryable_status(s) for s in (408, 409, 429, 500, 502, 503, 504))
+    assert all(is_retryable_status(s) for s in (408, 429, 500, 502, 503, 504))
+    assert not is_retryable_status(409)  # artifact_exists, not_pending...: a retry cannot help
     assert not any(is_retryable_status(s) for s in (400, 401, 403, 404, 413, 422))
 
 

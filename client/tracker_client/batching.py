@@ -14,7 +14,7 @@ Three stages, so that `run.log()` never waits on anything but a short uncontende
    to the on-disk journal when the client is offline or more than `max_memory_bytes` is waiting.
 3. **Sender** (thread `tracker-sender`): always delivers the lowest pending sequence number,
    whether it sits in memory or in the journal, so order survives spills and outages. Transient
-   failures (connection errors, timeouts, 408/409/429/5xx) are retried with backoff+jitter and
+   failures (connection errors, timeouts, 408/429/5xx) are retried with backoff+jitter and
    the same key; when the server stays unreachable past the grace period everything pending is
    moved to the journal and the sender probes with growing pauses until the server is back.
    Other 4xx answers drop that one batch (logged with the server's message and counted): a

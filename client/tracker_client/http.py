@@ -88,12 +88,14 @@ class ApiError(TrackerError):
 
 
 def is_retryable_status(status: int) -> bool:
-    """408/409/429 and 5xx are transient; every other 4xx means the request itself is wrong.
+    """408/429 and 5xx are transient; every other 4xx means the request itself is wrong.
 
-    409 is included because an Idempotency-Key still being processed by another attempt answers
-    409; the chunked upload callers handle `offset_mismatch` 409s themselves before this applies.
+    409 is not: the server answers it for states a retry cannot change (an artifact path holding
+    other content, a finished upload, the last owner); a concurrent retry of the same
+    Idempotency-Key waits for the first and replays its answer instead. The chunked upload
+    callers follow `offset_mismatch` 409s themselves.
     """
-    return status in (408, 409, 429) or status >= 500
+    return status in (408, 429) or status >= 500
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
