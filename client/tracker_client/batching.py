@@ -763,7 +763,7 @@ class Pipeline:
             self._last_error_log[key] = now
         logger.log(
             level,
-            "tracker: server rejected a %s batch (%d items) for run %s and it was dropped: %s",
+            "tracker: server rejected a batch of %s (%d items) for run %s and it was dropped: %s",
             record.kind,
             record.count,
             self.run.server_id,
