@@ -378,6 +378,9 @@ def test_deferred_sha256_that_does_not_match_is_refused(api, tenants, run):
     art = Artifact.objects.get(pk=body["id"])
     assert art.state == ArtifactState.PENDING and art.blob_id is None and art.upload_id == ""
     assert bucket_keys() == []
+    # The upload is forgotten: no part URL until the artifact is created again.
+    r = sign(c, body["id"], [{"number": 1, "crc32": "AAAAAA=="}])
+    assert r.status_code == 400 and r.json()["error"]["code"] == "no_upload"
 
 
 def test_declared_sha256_cannot_change_at_complete(api, tenants, run):

@@ -360,9 +360,7 @@ def presign_parts(artifact_id: int, raw: Any) -> list[dict[str, Any]]:
             raise Conflict("This artifact is complete already.", code="not_pending")
         key = artifact.metadata.get("upload_key")
         if not artifact.upload_id or not key:
-            raise ServiceError(
-                "No upload in progress; create the artifact again.", code="no_upload"
-            )
+            raise ServiceError(NO_UPLOAD, code="no_upload")
         n = part_count(artifact.size, part_size_for(artifact.size))
         crcs: list[str | None] | None = artifact.metadata.get("part_crc32")
         deferred = bool(artifact.metadata.get("deferred"))
