@@ -180,8 +180,9 @@ class ObjectStore:
         return 404, {}, {"error": {"code": "not_found", "message": path}}
 
 
-def _first_attempt_fails_at_part_3(stub_server, tmp_path):
-    """A 4,500-byte file in 5 parts; the object store refuses part 3 (403) the first time."""
+def _first_attempt_fails_at_part_3(stub_server, tmp_path, stream=False):
+    """A 4,500-byte file in 5 parts; the object store refuses part 3 (403) the first time.
+    `stream`: hashed while sent (sha256 at complete) rather than declared up front."""
     store = ObjectStore("s3", part_size=1000, fail_parts={3})
     stub = stub_server(store)
     store.url = stub.url
@@ -190,7 +191,7 @@ def _first_attempt_fails_at_part_3(stub_server, tmp_path):
     path.write_bytes(data)
     http = HttpClient(stub.url, "secret-token")
     with pytest.raises(ApiError):
-        upload_file(http, 7, path, "model.bin", workers=3)
+        upload_file(http, 7, path, "model.bin", workers=3, stream=stream)
     return store, http, path, data
 
 
@@ -294,21 +295,8 @@ def _crc(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
-def _streaming_first_attempt_fails_at_part_3(stub_server, tmp_path):
-    store = ObjectStore("s3", part_size=1000, fail_parts={3})
-    stub = stub_server(store)
-    store.url = stub.url
-    data = os.urandom(4500)
-    path = tmp_path / "model.bin"
-    path.write_bytes(data)
-    http = HttpClient(stub.url, "secret-token")
-    with pytest.raises(ApiError):
-        upload_file(http, 7, path, "model.bin", workers=3, stream=True)
-    return store, http, path, data
-
-
 def test_streaming_upload_hashes_while_sending_and_resumes(stub_server, tmp_path):
-    store, http, path, data = _streaming_first_attempt_fails_at_part_3(stub_server, tmp_path)
+    store, http, path, data = _first_attempt_fails_at_part_3(stub_server, tmp_path, stream=True)
     assert "sha256" not in store.declared and store.completed is None
     acked_first = set(store.parts)
     first_puts = dict(store.part_puts)
@@ -334,7 +322,7 @@ def test_streaming_upload_hashes_while_sending_and_resumes(stub_server, tmp_path
 
 
 def test_streaming_upload_of_a_file_changed_since_resends_every_part(stub_server, tmp_path):
-    store, http, path, _ = _streaming_first_attempt_fails_at_part_3(stub_server, tmp_path)
+    store, http, path, _ = _first_attempt_fails_at_part_3(stub_server, tmp_path, stream=True)
     assert store.parts
     data = os.urandom(4500)  # rewritten in between (same size): the old ETags name old bytes
     path.write_bytes(data)

@@ -180,7 +180,10 @@ def _signature_tag(signature: FileSignature) -> str:
 def _multipart_id(upload: dict[str, Any]) -> str:
     """The S3 multipart upload the part URLs belong to (their `uploadId`). The server may
     restart an upload (stale-upload cleanup, changed part size): ETags remembered for another
-    upload id name parts that no longer exist and must not be offered to complete."""
+    upload id name parts that no longer exist and must not be offered to complete. The server
+    says it (`upload_id`); older servers only in the part URLs."""
+    if upload.get("upload_id"):
+        return str(upload["upload_id"])
     parts = upload.get("parts") or []
     if not parts:
         return ""
@@ -310,6 +313,20 @@ def upload_file(
         done_body = {}
     else:
         raise ArtifactError(f"server offered unknown upload mode {mode!r}")
+    state_path = _state_path(run_id, remote, sha256) if mode == "s3-multipart" else None
+    return _complete(http, artifact, done_body, local, remote, signature, state_path)
+
+
+def _complete(
+    http: HttpClient,
+    artifact: dict[str, Any],
+    done_body: dict[str, Any],
+    local: Path,
+    remote: str,
+    signature: FileSignature | None,
+    state_path: Path | None,
+) -> dict[str, Any]:
+    """Complete the upload unless the file changed while it was sent; forget its part state."""
     if signature is not None and file_signature(local) != signature:
         # What was sent may not be what was hashed: completing would only make the server's
         # check fail (in the background, after we are gone). The upload stays pending.
@@ -320,8 +337,8 @@ def upload_file(
         json_body=done_body,
         timeout=COMPLETE_TIMEOUT,
     )
-    if mode == "s3-multipart":
-        _state_path(run_id, remote, sha256).unlink(missing_ok=True)
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)
     if done.get("state") not in UPLOADED:
         raise ArtifactError(f"artifact {remote!r}: {_failure(done)}")
     return done
@@ -356,6 +373,7 @@ def _upload_streaming(
         report(size)
         return artifact
     mode = upload.get("mode")
+    state_path = None
     if mode == "s3-multipart":
         state_path = _state_path(run_id, remote, _signature_tag(signature))
         parts, sha256 = _stream_s3(http, artifact, upload, local, size, state_path, workers, report)
@@ -364,19 +382,7 @@ def _upload_streaming(
         done_body = {"sha256": _stream_chunked(http, artifact, upload, local, size, report)}
     else:
         raise ArtifactError(f"server offered unknown upload mode {mode!r}")
-    if file_signature(local) != signature:
-        raise ArtifactError(f"{local} changed while it was uploaded; log it again when written")
-    done = http.call(
-        "POST",
-        f"/api/v1/artifacts/{artifact['id']}/complete/",
-        json_body=done_body,
-        timeout=COMPLETE_TIMEOUT,
-    )
-    if mode == "s3-multipart":
-        state_path.unlink(missing_ok=True)
-    if done.get("state") not in UPLOADED:
-        raise ArtifactError(f"artifact {remote!r}: {_failure(done)}")
-    return done
+    return _complete(http, artifact, done_body, local, remote, signature, state_path)
 
 
 def _stream_s3(
@@ -394,10 +400,10 @@ def _stream_s3(
     part_size = int(upload["part_size"])
     count = max(1, math.ceil(size / part_size))
     with_crc = upload.get("checksum") == "crc32"
-    upload_id = str(upload.get("upload_id") or "")
+    upload_id = _multipart_id(upload)
     etags = _load_state(state_path, artifact["id"], upload_id) if upload_id else {}
     digest = hashlib.sha256()
-    lock = threading.Lock()
+    send_part = _part_sender(http, local, state_path, artifact["id"], upload_id, etags, report)
 
     def hashed_parts() -> Iterator[tuple[int, int, int, str]]:
         # One sequential read: sha256 of the file, CRC32 of each part.
@@ -436,12 +442,7 @@ def _stream_s3(
 
     def send(item: tuple[int, int, int, dict[str, Any]]) -> None:
         number, offset, length, signed = item
-        # `headers` (the part's CRC32) are signed into the URL: they must go as given.
-        etag = _put_part(http, signed["url"], local, offset, length, signed.get("headers"))
-        with lock:
-            etags[str(number)] = etag
-            _save_state(state_path, artifact["id"], upload_id, dict(etags))
-        report(length)
+        send_part(number, signed["url"], offset, length, signed.get("headers"))
 
     # The first failure aborts the artifact; parts already done are remembered for the retry.
     parallel_map(send, signed_parts(), workers, "tracker-part")
@@ -532,7 +533,9 @@ def _upload_s3(
     state_path = _state_path(run_id, remote, sha256)
     upload_id = _multipart_id(upload)
     etags = _load_state(state_path, artifact["id"], upload_id)
-    lock = threading.Lock()
+    send_part = _part_sender(
+        http, local, state_path, artifact["id"], upload_id, etags, progress or (lambda n: None)
+    )
     todo = []
     for part in upload.get("parts", []):
         number = int(part["number"])
@@ -544,19 +547,34 @@ def _upload_s3(
             continue
         todo.append((number, part["url"], offset, length, part.get("headers") or {}))
 
-    def run_part(number: int, url: str, offset: int, length: int, headers: dict) -> None:
+    # The first failure aborts the artifact; parts already done are remembered for the retry.
+    parallel_map(lambda args: send_part(*args), todo, workers, "tracker-part")
+    numbers = sorted(int(p["number"]) for p in upload.get("parts", []))
+    return [{"number": n, "etag": etags[str(n)]} for n in numbers]
+
+
+def _part_sender(
+    http: HttpClient,
+    local: Path,
+    state_path: Path,
+    artifact_id: Any,
+    upload_id: str,
+    etags: dict[str, str],
+    report: ProgressFn,
+) -> Callable[[int, str, int, int, dict[str, str] | None], None]:
+    """PUT one part to its URL and remember its ETag in `etags` and the state file (for a
+    resumed upload), from any of the upload threads."""
+    lock = threading.Lock()
+
+    def send(number: int, url: str, offset: int, length: int, headers: dict | None) -> None:
         # `headers` (the part's CRC32) are signed into the URL: they must go as given.
         etag = _put_part(http, url, local, offset, length, headers)
         with lock:
             etags[str(number)] = etag
-            _save_state(state_path, artifact["id"], upload_id, dict(etags))
-        if progress is not None:
-            progress(length)
+            _save_state(state_path, artifact_id, upload_id, dict(etags))
+        report(length)
 
-    # The first failure aborts the artifact; parts already done are remembered for the retry.
-    parallel_map(lambda args: run_part(*args), todo, workers, "tracker-part")
-    numbers = sorted(int(p["number"]) for p in upload.get("parts", []))
-    return [{"number": n, "etag": etags[str(n)]} for n in numbers]
+    return send
 
 
 def _upload_chunked(
