@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
 
 from .models import (
     ROLE_RANK,
@@ -85,27 +85,35 @@ class Principal:
             return f"service:{self.token.name}"
         return "anonymous"
 
-    # Membership lookups are loaded once per request: members have few workspaces.
+    # Membership lookups are loaded once per request, both kinds in one query: members have
+    # few workspaces and fewer project grants, and every request that touches a run asks.
     def workspace_roles(self) -> dict[int, str]:
         if self._ws_roles is None:
-            self._ws_roles = {}
-            if self.token is not None and self.token.is_service_account:
-                if self.token.workspace_id and self.token.role:
-                    self._ws_roles[self.token.workspace_id] = self.token.role
-            elif self.user is not None:
-                rows = Membership.objects.filter(user=self.user).values_list("workspace_id", "role")
-                self._ws_roles = dict(rows)
-        return self._ws_roles
+            self._load_roles()
+        return self._ws_roles  # type: ignore[return-value]
 
     def project_roles(self) -> dict[int, str]:
         if self._project_roles is None:
-            self._project_roles = {}
-            if self.user is not None and not (self.token and self.token.is_service_account):
-                rows = ProjectMembership.objects.filter(user=self.user).values_list(
-                    "project_id", "role"
-                )
-                self._project_roles = dict(rows)
-        return self._project_roles
+            self._load_roles()
+        return self._project_roles  # type: ignore[return-value]
+
+    def _load_roles(self) -> None:
+        self._ws_roles, self._project_roles = {}, {}
+        if self.token is not None and self.token.is_service_account:
+            if self.token.workspace_id and self.token.role:
+                self._ws_roles[self.token.workspace_id] = self.token.role
+        elif self.user is not None:
+            grants = Membership.objects.filter(user=self.user).values_list(
+                Value(True), "workspace_id", "role"
+            )
+            grants = grants.union(
+                ProjectMembership.objects.filter(user=self.user).values_list(
+                    Value(False), "project_id", "role"
+                ),
+                all=True,
+            )
+            for is_workspace, pk, role in grants:
+                (self._ws_roles if is_workspace else self._project_roles)[pk] = role
 
     def _narrow(self, workspace_id: int, role: str | None) -> str | None:
         """Apply the limits of a personal token (workspace and maximum role)."""

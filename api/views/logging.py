@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from tracker import access
@@ -27,6 +28,7 @@ from tracker.services import idempotency
 from tracker.services import logging as log_services
 from tracker.services import media as media_services
 from tracker.services.errors import TooLarge
+from tracker.services.metric_columns import MEDIA_TYPE
 from tracker.storage import get_blob_store
 
 from ..parsers import JSONParser, read_body
@@ -59,6 +61,16 @@ class BatchJSONParser(JSONParser):
             ) from None
 
 
+class ColumnsParser(BaseParser):
+    """A metrics batch as binary columns (`tracker.services.metric_columns`): the body's bytes,
+    gunzipped, go to the service, which validates them."""
+
+    media_type = MEDIA_TYPE
+
+    def parse(self, stream, media_type=None, parser_context=None) -> bytes:  # type: ignore[no-untyped-def]
+        return read_body(stream, parser_context)
+
+
 class _BatchView(TrackerView):
     """POST of a JSON batch to a run, once per Idempotency-Key."""
 
@@ -87,11 +99,16 @@ def _once(request, run: Run, area: str, work: Callable[[], tuple[int, Any]]) -> 
 
 class MetricsView(_BatchView):
     area = "metrics"
+    parser_classes = [BatchJSONParser, ColumnsParser]
 
     def store(self, run: Run, body: Any) -> int:
         return log_services.log_metrics(run, body)
 
-    @extend_schema(request=s.MetricsIn, responses=s.StoredOut, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(
+        request={"application/json": s.MetricsIn, MEDIA_TYPE: OpenApiTypes.BINARY},
+        responses=s.StoredOut,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request, run_id):  # type: ignore[no-untyped-def]
         return super().post(request, run_id)
 

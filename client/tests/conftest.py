@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from tracker_client import columns
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,18 @@ class Request:
         data = self.body
         if self.headers.get("content-encoding") == "gzip":
             data = gzip.decompress(data)
+        if self.headers.get("content-type") == columns.MEDIA_TYPE:
+            return {"series": columns.decode(data)}
         return json.loads(data)
+
+
+def metric_series(record: Any) -> list[dict[str, Any]] | None:
+    """The series of a journaled metrics record, either wire form; None for other kinds."""
+    if record.kind == "metric_columns":
+        return columns.decode(gzip.decompress(record.body))
+    if record.kind == "metrics":
+        return json.loads(gzip.decompress(record.body))["series"]
+    return None
 
 
 Reply = tuple[int, dict[str, str], Any]

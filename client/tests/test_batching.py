@@ -1,10 +1,12 @@
 import gzip
 import json
 import math
+import struct
 import threading
 import time
 
 import pytest
+from tracker_client import columns
 from tracker_client.batching import (
     MetricBuffer,
     chunk_items,
@@ -24,11 +26,16 @@ def rows_of(buf):
     return list(zip(steps, walls, dicts, strict=True))
 
 
+def as_json(body):
+    """A formed columns body as the JSON document it stands for (`columns.to_json`)."""
+    return json.loads(columns.to_json(body))
+
+
 def decode(batches):
     """{key: [(step, value, wall)]} from formed bodies, in wire order."""
     out: dict[str, list] = {}
     for body, points in batches:
-        doc = json.loads(body)
+        doc = as_json(body)
         n = 0
         for s in doc["series"]:
             assert len(s["steps"]) == len(s["values"]) == len(s["wall_times"])
@@ -65,14 +72,14 @@ def test_columnar_roundtrip_mixed_keysets_keeps_order():
 def test_wall_times_keep_microseconds():
     wall = 1_763_926_636.123456
     ((body, _),) = form_metric_batches([(0, wall, {"a": 1})])
-    assert json.loads(body)["series"][0]["wall_times"] == [wall]
+    assert as_json(body)["series"][0]["wall_times"] == [wall]
 
 
 def test_batches_respect_point_and_series_limits():
     rows = [(i, float(i), {f"k{j}": float(i * j) for j in range(30)}) for i in range(1000)]
     batches = form_metric_batches(rows, max_points=7_000, max_series=20)
     for body, points in batches:
-        doc = json.loads(body)
+        doc = as_json(body)
         assert points <= 7_000
         assert len(doc["series"]) <= 20
         assert len({s["key"] for s in doc["series"]}) == len(doc["series"])
@@ -200,3 +207,32 @@ def test_chunk_items_limits():
     assert [i for g in groups for i in g] == items
     assert all(len(g) <= 1000 for g in groups)
     assert all(len(json.dumps(g, separators=(",", ":"))) <= 50_000 for g in groups)
+
+
+def test_keys_logged_together_share_their_step_and_wall_columns():
+    rows = [(i, 100.0 + i, {f"k{j}": float(j) for j in range(5)}) for i in range(10)]
+    ((body, points),) = form_metric_batches(rows)
+    ((_, hlen),) = [struct.unpack_from("<4sI", body)]
+    header = json.loads(body[8 : 8 + hlen])
+    assert points == 50
+    assert [c["dtype"] for c in header["columns"]] == ["i8", "f8"] + ["f8"] * 5
+    assert {(s["steps"], s["wall_times"]) for s in header["series"]} == {(0, 1)}
+    # 10 steps + 10 walls + 5 × 10 values, 8 bytes each, after the header padded to 8 bytes
+    assert len(body) == -(-(8 + hlen) // 8) * 8 + 70 * 8
+
+
+def test_a_key_spread_over_blocks_is_one_series_in_logging_order():
+    rows = [(0, 1.0, {"a": 1, "b": 2}), (1, 2.0, {"a": 3}), (2, 3.0, {"b": 4, "a": 5})]
+    ((body, _),) = form_metric_batches(rows)
+    series = columns.decode(body)
+    assert [(s["key"], s["steps"], s["values"]) for s in series] == [
+        ("a", [0, 1, 2], [1.0, 3.0, 5.0]),
+        ("b", [0, 2], [2.0, 4.0]),
+    ]
+
+
+def test_an_int_beyond_float_range_is_sent_as_inf_not_losing_the_batch(caplog):
+    rows = [(0, 1.0, {"x": 10**400}), (1, 1.0, {"x": -(10**400)}), (2, 1.0, {"x": 7})]
+    ((body, _),) = form_metric_batches(rows)
+    assert columns.decode(body)[0]["values"] == [math.inf, -math.inf, 7.0]
+    assert "beyond float range" in caplog.text

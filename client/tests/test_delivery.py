@@ -289,7 +289,7 @@ def test_offline_run_never_touches_the_network(closed_port_url):
     (directory,) = list_journal_dirs()
     j = Journal(directory)
     kinds = [r.kind for r in j]
-    assert kinds == ["create_run", "params", "patch", "metrics", "patch"]
+    assert kinds == ["create_run", "params", "patch", "metric_columns", "patch"]
     assert [r.json_body() for r in j if r.kind == "params"] == [{"params": {"b/c": 2}}]
     j.close(remove_if_empty=False)
 
@@ -320,3 +320,56 @@ def test_missing_token_is_a_clear_error(stub_server):
 
     with pytest.raises(ConfigError, match="no API token"):
         Run(project="ws/p", url="http://127.0.0.1:9", telemetry=False)
+
+
+def test_a_server_without_the_columns_encoding_gets_json_under_the_same_key(stub_server):
+    """An older server answers 415 to the binary columns: the batch goes again as the JSON it
+    stands for, with the same Idempotency-Key, and nothing is dropped."""
+
+    def handler(req):
+        if req.path.endswith("/metrics/") and req.headers["content-type"] != "application/json":
+            return 415, {}, {"error": {"code": "unsupported_media_type", "message": "no"}}
+        return scripted([])(req)
+
+    stub = stub_server(handler)
+    run = Run(project="ws/p", url=stub.url, token="t", telemetry=False)
+    run.log({"loss": 1.0, "acc": float("nan")})
+    run.log({"loss": float("inf")})
+    run.finish()
+    columns_req, json_req = metric_requests(stub)
+    assert columns_req.headers["content-type"] == "application/vnd.tracker.columns"
+    assert json_req.headers["idempotency-key"] == columns_req.headers["idempotency-key"]
+    assert json_req.headers["content-encoding"] == "gzip"
+    doc = json_req.json()
+    assert [(s["key"], s["steps"], s["values"]) for s in doc["series"]] == [
+        ("loss", [0, 1], [1.0, "Infinity"]),  # one series per key, in logging order
+        ("acc", [0], ["NaN"]),
+    ]
+    assert run.stats["points_sent"] == 3 and run.stats["batches_dropped"] == 0
+
+
+def test_a_wake_up_forms_whole_batches_and_keeps_the_rest_for_later(stub_server, monkeypatch):
+    """Points logged while the former wakes up would otherwise leave a small batch behind each
+    full one; the rest waits for the next batch (or the next tick, or a flush)."""
+    monkeypatch.setenv("TRACKER_BATCH_POINTS", "1000")
+    stub = stub_server(scripted([]))
+    run = Run(project="ws/p", url=stub.url, token="t", telemetry=False)
+    pipeline = run._pipeline
+    pipeline._stop_former.set()  # form by hand, deterministically
+    pipeline._wake_event.set()
+    pipeline._former.join()
+    keys = [f"k{j}" for j in range(10)]
+    for step in range(150):
+        run.log(dict.fromkeys(keys, 0.5), step=step)
+    pipeline.form_now(whole_batches=True)  # 1,500 points: one batch, 500 kept
+    for step in range(150, 220):
+        run.log(dict.fromkeys(keys, 0.5), step=step)
+    pipeline.form_now(whole_batches=True)  # 500 + 700: one batch, 200 kept
+    assert run.flush(timeout=20)  # a flush sends everything
+    sizes = [sum(len(s["steps"]) for s in r.json()["series"]) for r in metric_requests(stub)]
+    assert sizes == [1000, 1000, 200]
+    steps = [
+        s["steps"] for r in metric_requests(stub) for s in r.json()["series"] if s["key"] == "k3"
+    ]
+    assert sum(steps, []) == list(range(220))
+    run.finish()

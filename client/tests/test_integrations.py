@@ -1,10 +1,9 @@
-import gzip
-import json
 import logging
 
 import numpy as np
 import pytest
 import torch
+from conftest import metric_series
 from tracker_client import Run
 from tracker_client.integrations.keras import TrackerCallback
 from tracker_client.integrations.torch import SummaryWriter
@@ -29,8 +28,8 @@ def journal_contents():
         "patch": [],
     }
     for record in journal:
-        if record.kind == "metrics":
-            for s in json.loads(gzip.decompress(record.body))["series"]:
+        if (series_list := metric_series(record)) is not None:
+            for s in series_list:
                 out["metrics"].setdefault(s["key"], []).extend(
                     zip(s["steps"], s["values"], s["wall_times"], strict=True)
                 )

@@ -1,6 +1,7 @@
 import threading
 import time
 
+from conftest import metric_series
 from tracker_client.telemetry import SystemSampler, TelemetryThread
 
 SYSTEM_KEYS = {
@@ -63,14 +64,12 @@ def test_run_logs_telemetry_under_sys(closed_port_url):
     run.finish()
     (directory,) = list_journal_dirs()
     journal = Journal(directory)
-    import gzip
-    import json
 
     keys = set()
     sys_steps = []
     for record in journal:
-        if record.kind == "metrics":
-            for series in json.loads(gzip.decompress(record.body))["series"]:
+        if (series_list := metric_series(record)) is not None:
+            for series in series_list:
                 keys.add(series["key"])
                 if series["key"] == "sys/cpu_percent":
                     sys_steps.extend(series["steps"])

@@ -7,9 +7,10 @@ Three stages, so that `run.log()` never waits on anything but a short uncontende
    the network and nearly independent of the number of keys. No tuple per call on purpose: a
    dict of floats is not tracked by the garbage collector, a tuple holding it is, and hundreds
    of thousands of tracked rows made every GC pass crawl (3x slower `log()`).
-2. **Former** (thread `tracker-batcher`, every 0.5 s or as soon as 50,000 points or 64 images are
-   waiting): swaps the row list out, transposes it into columnar JSON (rows with the same key set
-   share one encoding of their steps and wall times), gzips it, and fixes each batch as a
+2. **Former** (thread `tracker-batcher`, every 0.5 s or as soon as a batch (25,000 points) or
+   64 images are waiting): swaps the row list out, transposes it into binary columns
+   (`columns`; rows with the same key set share one step and one wall-time column; woken by a
+   full buffer, only whole batches, the rest waits), gzips it, and fixes each batch as a
    `Record` with a sequence number and an Idempotency-Key. Records go to an in-memory heap, or
    to the on-disk journal when the client is offline or more than `max_memory_bytes` is waiting.
 3. **Sender** (thread `tracker-sender`): always delivers the lowest pending sequence number,
@@ -23,6 +24,7 @@ Three stages, so that `run.log()` never waits on anything but a short uncontende
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import heapq
 import itertools
@@ -33,19 +35,20 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from typing import Any
 
 from . import media
 from ._threads import WorkerPool
-from ._values import MAX_STEP, coerce_step, coerce_value, encode_values, validate_key
+from ._values import MAX_STEP, coerce_step, coerce_value, validate_key
+from .columns import ColumnsBuilder
 from .http import ApiError, HttpClient, TrackerUnreachable, backoff_delay
 from .journal import Journal
 from .records import (
     ARTIFACT,
     CREATE_RUN,
     IMAGES,
-    METRICS,
+    METRIC_COLUMNS,
+    METRIC_KINDS,
     Record,
     RunNotCreated,
     deliver,
@@ -230,48 +233,12 @@ class MetricBuffer:
         return self._pending
 
 
-class _BatchBuilder:
-    __slots__ = ("series", "points")
-
-    def __init__(self) -> None:
-        self.series: dict[str, tuple[list[str], list[str], list[str]]] = {}
-        self.points = 0
-
-    def add(
-        self, steps_in: list[int], walls_in: list[float], dicts: list[dict], keys: list[str]
-    ) -> None:
-        steps = json.dumps(steps_in)[1:-1]
-        # "%.6f" is exact to the microsecond (finer than time.time() resolves at today's epoch)
-        # and about twice as fast as float repr, which matters when there is one key per row.
-        walls = (("%.6f," * len(walls_in)) % tuple(walls_in))[:-1]
-        series = self.series
-        for key in keys:
-            values = encode_values(list(map(itemgetter(key), dicts)))[1:-1]
-            entry = series.get(key)
-            if entry is None:
-                series[key] = ([steps], [values], [walls])
-            else:
-                entry[0].append(steps)
-                entry[1].append(values)
-                entry[2].append(walls)
-        self.points += len(dicts) * len(keys)
-
-    def emit(self) -> tuple[bytes, int]:
-        dumps = json.dumps
-        parts = [
-            '{"key":%s,"steps":[%s],"values":[%s],"wall_times":[%s]}'  # noqa: UP031 - hot loop
-            % (dumps(key), ",".join(s), ",".join(v), ",".join(w))
-            for key, (s, v, w) in self.series.items()
-        ]
-        return ('{"series":[' + ",".join(parts) + "]}").encode(), self.points
-
-
 def form_metric_batches(
     columns: Columns,
     max_points: int = MAX_BATCH_POINTS,
     max_series: int = MAX_BATCH_SERIES,
 ) -> list[tuple[bytes, int]]:
-    """Columnar JSON bodies (uncompressed) of at most max_points points / max_series series.
+    """Columns bodies (uncompressed; `columns`) of at most max_points points / max_series series.
 
     Consecutive rows with the same key set are handled as one block, so steps and wall times are
     encoded once per block instead of once per key, and values are pulled out per key with
@@ -280,7 +247,7 @@ def form_metric_batches(
     """
     max_series = max(1, min(max_series, max_points))
     out: list[tuple[bytes, int]] = []
-    builder = _BatchBuilder()
+    builder = ColumnsBuilder()
     steps, walls, dicts = columns
     i, n = 0, len(dicts)
     uniform = n > 0 and all(map(dicts[0].keys().__eq__, map(dict.keys, dicts)))
@@ -301,7 +268,7 @@ def form_metric_batches(
                 room = (max_points - builder.points) // len(block_keys)
                 if builder.points and (new_series > max_series - len(builder.series) or room == 0):
                     out.append(builder.emit())
-                    builder = _BatchBuilder()
+                    builder = ColumnsBuilder()
                     continue
                 end = min(j, start + max(room, 1))
                 builder.add(steps[start:end], walls[start:end], dicts[start:end], block_keys)
@@ -410,6 +377,7 @@ class Pipeline:
         self._last_seq = start - 1
 
         self._wake_event = threading.Event()
+        self._carry: Columns = ([], [], [])  # rows held back for a whole batch (former only)
         self.buffer = MetricBuffer(self._wake_event.set, wake_at=self._batch_points)
         self.buffer.overflow = self.form_now
         self._items_lock = threading.Lock()
@@ -504,23 +472,33 @@ class Pipeline:
 
     def _former_loop(self) -> None:
         while not self._stop_former.is_set():
-            self._wake_event.wait(self._flush_interval)
+            woken = self._wake_event.wait(self._flush_interval)
             self._wake_event.clear()
             try:
-                self.form_now()
+                # Woken by a full buffer: whole batches only, the rest waits for more points
+                # (or the next tick); a tick with no wake-up sends everything.
+                self.form_now(whole_batches=woken)
             except Exception:  # never let a bug kill the thread that owns the data
                 logger.exception("tracker: failed to form batches")
 
-    def form_now(self) -> int:
-        """Turn everything buffered into records; returns the highest sequence number used."""
+    def form_now(self, whole_batches: bool = False) -> int:
+        """Turn everything buffered into records; returns the highest sequence number used.
+
+        `whole_batches`: keep back the points beyond the last full batch. Points keep arriving
+        while the former wakes up, so taking everything at each wake-up left a small batch
+        behind every full one: a third more requests under load, each paying the server's
+        fixed cost per request (8 clients on 2 cores: 120 batches for 80 batches' worth).
+        """
         with self._form_lock:
-            columns = self.buffer.take()
+            columns = self._carry_over(self.buffer.take(), whole_batches)
             with self._items_lock:
                 items, self._items = self._items, {}
                 images, self._images = self._images, []
             for body, points in form_metric_batches(columns, self._batch_points):
                 self._route(
-                    Record(METRICS, self.next_seq(), new_key(), gzip_body(body), count=points)
+                    Record(
+                        METRIC_COLUMNS, self.next_seq(), new_key(), gzip_body(body), count=points
+                    )
                 )
             for kind, kind_items in items.items():
                 for group in chunk_items(kind_items):
@@ -530,6 +508,20 @@ class Pipeline:
             # Covers control records submitted concurrently too: anything formed before now.
             self._last_seq = next(self._seq)
             return self._last_seq
+
+    def _carry_over(self, taken: Columns, whole_batches: bool) -> Columns:
+        carried = self._carry
+        if carried[0]:
+            taken = (carried[0] + taken[0], carried[1] + taken[1], carried[2] + taken[2])
+        self._carry = ([], [], [])
+        if not whole_batches:
+            return taken
+        ends = list(itertools.accumulate(map(len, taken[2])))  # points up to each row
+        whole = (ends[-1] if ends else 0) // self._batch_points * self._batch_points
+        cut = bisect.bisect_right(ends, whole)
+        steps, walls, dicts = taken
+        self._carry = (steps[cut:], walls[cut:], dicts[cut:])
+        return steps[:cut], walls[:cut], dicts[:cut]
 
     def _form_images(self, images: list[tuple[dict[str, Any], media.Captured]]) -> None:
         metas: list[dict[str, Any]] = []
@@ -749,7 +741,7 @@ class Pipeline:
         logger.info("tracker: run %s created as %s", self.run.local_id, self.run.server_id)
 
     def _report_permanent(self, record: Record, exc: ApiError) -> None:
-        if record.kind == METRICS:
+        if record.kind in METRIC_KINDS:
             self.stats["points_dropped"] += record.count
         elif record.kind == IMAGES:
             self.stats["images_dropped"] += record.count
@@ -781,7 +773,7 @@ class Pipeline:
                 self._journal.ack(record.seq)
             if outcome == _DELIVERED:
                 self.stats["bytes_sent"] += record.nbytes
-                if record.kind == METRICS:
+                if record.kind in METRIC_KINDS:
                     self.stats["points_sent"] += record.count
                     self.stats["batches_sent"] += 1
                 elif record.kind == IMAGES:

@@ -8,27 +8,32 @@ key, which is what lets the server de-duplicate and makes delivery exactly-once.
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .http import HttpClient
+from . import columns
+from .http import ApiError, HttpClient
 
 # Kinds, in the order they usually appear in a run's life.
 CREATE_RUN = "create_run"
 PARAMS = "params"
 PATCH = "patch"
-METRICS = "metrics"
+METRICS = "metrics"  # JSON body: journals written before the columns encoding
+METRIC_COLUMNS = "metric_columns"  # binary columns body (`columns`)
 TEXT = "text"
 IMAGES = "images"
 HISTOGRAMS = "histograms"
 PR_CURVES = "pr_curves"
 ARTIFACT = "artifact"
 
+METRIC_KINDS = frozenset({METRICS, METRIC_COLUMNS})
 KINDS = frozenset(
-    {CREATE_RUN, PARAMS, PATCH, METRICS, TEXT, IMAGES, HISTOGRAMS, PR_CURVES, ARTIFACT}
+    {CREATE_RUN, PARAMS, PATCH, METRICS, METRIC_COLUMNS, TEXT, IMAGES, HISTOGRAMS, PR_CURVES}
+    | {ARTIFACT}
 )
 _ITEM_ENDPOINTS = {TEXT: "text", HISTOGRAMS: "histograms", PR_CURVES: "pr-curves"}
 _HEADER_LEN = struct.Struct("<I")
@@ -121,7 +126,9 @@ def deliver(http: HttpClient, record: Record, run_id: int | None) -> Any:
         raise RunNotCreated(kind)
     base = f"/api/v1/runs/{run_id}"
     json_headers = {"Content-Type": "application/json", **idem}
-    if kind == METRICS:
+    if kind == METRIC_COLUMNS:
+        response = _send_columns(http, f"{base}/metrics/", record, idem)
+    elif kind == METRICS:
         headers = {**json_headers, "Content-Encoding": "gzip"}
         response = http.request("POST", f"{base}/metrics/", content=record.body, headers=headers)
     elif kind in _ITEM_ENDPOINTS:
@@ -155,6 +162,19 @@ def deliver(http: HttpClient, record: Record, run_id: int | None) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _send_columns(http: HttpClient, url: str, record: Record, idem: dict[str, str]) -> Any:
+    headers = {"Content-Type": columns.MEDIA_TYPE, "Content-Encoding": "gzip", **idem}
+    try:
+        return http.request("POST", url, content=record.body, headers=headers)
+    except ApiError as exc:
+        if exc.status != 415:
+            raise
+    # A server older than the columns encoding: the same points as JSON, under the same key.
+    body = gzip.compress(columns.to_json(gzip.decompress(record.body)), compresslevel=1)
+    headers["Content-Type"] = "application/json"
+    return http.request("POST", url, content=body, headers=headers)
 
 
 def _ext(mime: str | None) -> str:

@@ -20,7 +20,7 @@ from .http import (
     retry_call,
 )
 from .journal import Journal, JournalLocked, list_journal_dirs
-from .records import ARTIFACT, CREATE_RUN, RunNotCreated, deliver
+from .records import ARTIFACT, CREATE_RUN, METRIC_COLUMNS, RunNotCreated, deliver
 
 logger = logging.getLogger("tracker_client")
 
@@ -152,5 +152,7 @@ def describe(counts: Counter[str]) -> str:
         "patch": "run updates",
         "create_run": "run creations",
     }
+    counts = Counter(counts)
+    counts["metrics"] += counts.pop(METRIC_COLUMNS, 0)  # the two wire forms of points
     parts = [f"{counts[k]:,} {label}" for k, label in names.items() if counts.get(k)]
     return ", ".join(parts) if parts else "nothing"

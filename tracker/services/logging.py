@@ -2,7 +2,8 @@
 
 Every function validates the whole request body first and raises a ServiceError naming the
 first bad field before anything is written, so a rejected batch leaves no trace. Bodies come
-straight from the JSON parser (plain lists and dicts); callers wrap the call in
+straight from the JSON parser (plain lists and dicts), or as bytes for a metrics batch sent as
+binary columns; callers wrap the call in
 `idempotency.run_once` so that a retried batch is stored once.
 
 A run that is already finished still accepts writes: the client's journal may deliver the
@@ -22,6 +23,7 @@ from django.db import transaction
 
 from ..models import Histogram, PRCurve, Run, TextEntry
 from .errors import ServiceError, TooLarge
+from .metric_columns import parse_columns
 from .metrics import append_points
 from .runs import check_key
 from .series_codec import Points
@@ -153,8 +155,12 @@ def parse_metrics(body: Any) -> dict[str, Points]:
 
 
 def log_metrics(run: Run, body: Any) -> int:
-    """Store a metrics batch; returns the number of points accepted (repeats included)."""
-    data = parse_metrics(body)
+    """Store a metrics batch — the JSON document, or the bytes of a columns body
+    (`metric_columns`) — and return the number of points accepted (repeats included)."""
+    if isinstance(body, bytes | bytearray):
+        data = parse_columns(bytes(body), MAX_POINTS, MAX_SERIES)
+    else:
+        data = parse_metrics(body)
     append_points(run, data)
     return sum(len(p) for p in data.values())
 
