@@ -373,3 +373,28 @@ def test_a_wake_up_forms_whole_batches_and_keeps_the_rest_for_later(stub_server,
     ]
     assert sum(steps, []) == list(range(220))
     run.finish()
+
+
+def test_a_journal_from_before_the_columns_encoding_is_still_delivered_as_json(stub_server):
+    """Journals are replayed byte for byte: a `metrics` record written by an older client
+    keeps its JSON body and content type."""
+    import gzip as gz
+
+    from tracker_client.records import METRICS, Record, new_key
+
+    run = Run(project="ws/p", url="http://127.0.0.1:9", offline=True, telemetry=False)
+    run.log({"new": 1.0})
+    run.finish()
+    (directory,) = list_journal_dirs()
+    journal = Journal(directory)
+    old = {"series": [{"key": "old", "steps": [3], "values": ["NaN"], "wall_times": [1.7e9]}]}
+    body = gz.compress(json.dumps(old).encode())
+    journal.append(Record(METRICS, 1000, new_key(), body, count=1))
+    journal.close(remove_if_empty=False)
+    stub = stub_server(scripted([]))
+    assert sync_journal(directory, http=HttpClient(stub.url, "t")).error is None
+    sent = {r.headers["content-type"]: r.json()["series"] for r in metric_requests(stub)}
+    assert set(sent) == {"application/vnd.tracker.columns", "application/json"}
+    ((new,),) = [sent["application/vnd.tracker.columns"]]
+    assert (new["key"], new["steps"], new["values"]) == ("new", [0], [1.0])
+    assert sent["application/json"] == old["series"]
