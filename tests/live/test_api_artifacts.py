@@ -189,12 +189,12 @@ def test_roles_and_list_query_count(api, tenants, run, other_run, django_assert_
     assert api(tenants.carol).get(f"/api/v1/artifacts/{body['id']}/download").status_code == 409
     viewer = api(tenants.carol)
     viewer.get(f"/api/v1/runs/{run.pk}/artifacts/")  # warm-up (token last_used)
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(4):
         r = viewer.get(f"/api/v1/runs/{run.pk}/artifacts/")
     assert [a["path"] for a in r.json()["results"]] == ["ckpt/model.pt"]
     for i in range(20):
         create(c, run, data, path=f"f{i}.bin")
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(4):
         r = viewer.get(f"/api/v1/runs/{run.pk}/artifacts/?limit=50")
     assert len(r.json()["results"]) == 21
     assert api(tenants.mallory).get(f"/api/v1/runs/{run.pk}/artifacts/").status_code == 404

@@ -202,7 +202,7 @@ def test_series_query_count_is_fixed(tenants, api, django_assert_num_queries):
     client.get("/api/v1/me/")  # the token's first use also records last_used
     for n in (1, 6):
         ids = ",".join(str(r.pk) for r in runs[:n])
-        # token, memberships x2, project, runs, series, chunk ranges, chunk data: 1 or 6 runs
-        with django_assert_num_queries(8):
+        # token, memberships (workspace and project grants in one), project, runs, series, chunk ranges, chunk data: 1 or 6 runs
+        with django_assert_num_queries(7):
             r = client.get("/api/v1/projects/acme/vision/series", {"runs": ids, "keys": "a,b"})
         assert len(r.json()["series"]) == 2 * n

@@ -268,8 +268,8 @@ def test_runs_table_query_count_is_fixed(tenants, api, django_assert_num_queries
         "columns": "name,params.lr,params.bs,metrics.acc.last,metrics.acc.max",
         "limit": 50,
     }
-    # token lookup + last_used, memberships x2, project, page, params, metrics, count
-    with django_assert_num_queries(9):
+    # token lookup + last_used, memberships (one query), project, page, params, metrics, count
+    with django_assert_num_queries(8):
         r = client.get(URL, params)
     assert r.status_code == 200 and len(r.json()["results"]) == n_runs
 
