@@ -161,6 +161,7 @@ def _replace_header(raw: bytes, header: bytes) -> bytes:
             "integer >= 0",
         ),
         (frame(GOOD, [one()] * 1001), 413, "series", "1000 series"),
+        (frame([floats()] * 3001, []), 413, "columns", "3000 columns"),
     ],
 )
 def test_malformed_bodies_are_refused_and_nothing_is_stored(

@@ -36,6 +36,7 @@ MEDIA_TYPE = "application/vnd.tracker.columns"
 MAGIC = b"TKC1"
 _PREFIX = struct.Struct("<4sI")
 MAX_HEADER = 1 << 20
+MAX_COLUMNS = 3_000  # steps, walls and values for each of the 1,000 series a batch may hold
 _DTYPES = {"i8": np.dtype("<i8"), "f8": np.dtype("<f8")}
 _NATIVE = {"i8": np.int64, "f8": np.float64}
 
@@ -65,8 +66,8 @@ def _columns(raw: bytes, header: Mapping[str, Any], offset: int) -> list[np.ndar
     specs = header.get("columns")
     if not isinstance(specs, list):
         raise _bad('"columns" must be a list.', "columns")
-    if len(specs) > 3 * 1_000:
-        raise TooLarge("At most 3,000 columns per request.", field="columns")
+    if len(specs) > MAX_COLUMNS:
+        raise TooLarge(f"At most {MAX_COLUMNS} columns per request.", field="columns")
     arrays: list[np.ndarray] = []
     pos = offset
     for i, spec in enumerate(specs):
