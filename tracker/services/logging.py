@@ -23,7 +23,7 @@ from django.db import transaction
 
 from ..models import Histogram, PRCurve, Run, TextEntry
 from .errors import ServiceError, TooLarge
-from .metric_columns import parse_columns
+from .metric_columns import decode_columns
 from .metrics import append_points
 from .runs import check_key
 from .series_codec import Points
@@ -60,8 +60,18 @@ def _steps_array(raw: Any, field: str) -> np.ndarray:
         arr = np.array(steps, dtype=np.int64)
     except OverflowError:
         raise ServiceError(f"Steps must be below 2^63 (in {field}).", field=field) from None
+    return _check_steps(arr, field)
+
+
+def _check_steps(arr: np.ndarray, field: str) -> np.ndarray:
     if arr.size and int(arr.min()) < 0:
         raise ServiceError(f"Steps are integers >= 0; got {int(arr.min())}.", field=field)
+    return arr
+
+
+def _check_walls(arr: np.ndarray, field: str) -> np.ndarray:
+    if arr.size and not bool(np.isfinite(arr).all()):
+        raise ServiceError("Wall times are finite numbers (seconds since epoch).", field=field)
     return arr
 
 
@@ -110,9 +120,29 @@ def _walls_array(raw: Any, field: str, n: int, now: float) -> np.ndarray:
         arr = np.array(walls, dtype=np.float64)
     except OverflowError:
         raise ServiceError("Wall times are finite numbers.", field=field) from None
-    if arr.size and not bool(np.isfinite(arr).all()):
-        raise ServiceError("Wall times are finite numbers (seconds since epoch).", field=field)
-    return arr
+    return _check_walls(arr, field)
+
+
+def _add_points(
+    parts: dict[str, list[Points]],
+    where: str,
+    key: str,
+    steps: np.ndarray,
+    walls: np.ndarray,
+    values: np.ndarray,
+) -> None:
+    """Add one series of a batch; a key that comes again is concatenated in order."""
+    if not (len(steps) == len(values) == len(walls)):
+        raise ServiceError(
+            f"{where}: steps, values and wall_times must have the same length "
+            f"(got {len(steps)}, {len(values)}, {len(walls)}).",
+            field=where,
+        )
+    parts.setdefault(key, []).append(Points(steps, walls, values))
+
+
+def _by_key(parts: dict[str, list[Points]]) -> dict[str, Points]:
+    return {k: Points.concat(v) for k, v in parts.items()}
 
 
 def parse_metrics(body: Any) -> dict[str, Points]:
@@ -144,21 +174,33 @@ def parse_metrics(body: Any) -> dict[str, Points]:
         steps = _steps_array(steps_raw, f"{where}.steps")
         values = _values_array(values_raw, f"{where}.values")
         walls = _walls_array(item.get("wall_times"), f"{where}.wall_times", n, now)
-        if not (len(steps) == len(values) == len(walls)):
-            raise ServiceError(
-                f"{where}: steps, values and wall_times must have the same length "
-                f"(got {len(steps)}, {len(values)}, {len(walls)}).",
-                field=where,
-            )
-        parts.setdefault(key, []).append(Points(steps, walls, values))
-    return {k: Points.concat(v) for k, v in parts.items()}
+        _add_points(parts, where, key, steps, walls, values)
+    return _by_key(parts)
+
+
+def parse_metric_columns(raw: bytes) -> dict[str, Points]:
+    """The same as `parse_metrics` for a binary columns body (`metric_columns`)."""
+    now = time.time()
+    parts: dict[str, list[Points]] = {}
+    total = 0
+    for where, key, steps, values, walls in decode_columns(raw, MAX_SERIES):
+        _check_steps(steps, f"{where}.steps")
+        if walls is None:
+            walls = np.full(len(steps), now, dtype=np.float64)
+        else:
+            _check_walls(walls, f"{where}.wall_times")
+        _add_points(parts, where, key, steps, walls, values)
+        total += len(steps)
+        if total > MAX_POINTS:
+            raise TooLarge(f"At most {MAX_POINTS} points per request.", field="series")
+    return _by_key(parts)
 
 
 def log_metrics(run: Run, body: Any) -> int:
     """Store a metrics batch — the JSON document, or the bytes of a columns body
     (`metric_columns`) — and return the number of points accepted (repeats included)."""
     if isinstance(body, bytes | bytearray):
-        data = parse_columns(bytes(body), MAX_POINTS, MAX_SERIES)
+        data = parse_metric_columns(bytes(body))
     else:
         data = parse_metrics(body)
     append_points(run, data)

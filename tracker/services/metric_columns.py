@@ -13,16 +13,15 @@ docs/api-contract.md:
              "series": [{"key": str, "steps": i, "values": j, "wall_times": k | null}, ...]}
 
 A series names its columns by index; steps are an i8 column, values and wall times f8 columns.
-Values may be NaN/±inf (that is the point of float64); steps are >= 0 and wall times finite,
-exactly as in the JSON form, and the same key may appear in several series (concatenated in
-order, as in JSON).
+Values may be NaN/±inf (that is the point of float64). Everything else about the numbers
+(steps >= 0, finite wall times, limits, a key in several series concatenated in order) is the
+JSON form's rule, applied to both by `logging.parse_metric_columns`.
 """
 
 from __future__ import annotations
 
 import struct
-import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,6 @@ import orjson
 
 from .errors import ServiceError, TooLarge
 from .runs import check_key
-from .series_codec import Points
 
 MEDIA_TYPE = "application/vnd.tracker.columns"
 MAGIC = b"TKC1"
@@ -90,8 +88,13 @@ def _columns(raw: bytes, header: Mapping[str, Any], offset: int) -> list[np.ndar
     return arrays
 
 
-def parse_columns(raw: bytes, max_points: int, max_series: int) -> dict[str, Points]:
-    """Validate a columns body and turn it into Points per key (nothing stored)."""
+Series = tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def decode_columns(raw: bytes, max_series: int) -> Iterator[Series]:
+    """The series of a columns body, in order, as (where, key, steps, values, wall_times or
+    None): the layout is checked here (header, dtypes, bounds, column references, key charset);
+    the rules on the numbers are the JSON form's, applied by the caller."""
     header, offset = _header(raw)
     arrays = _columns(raw, header, offset)
     series = header.get("series")
@@ -99,27 +102,15 @@ def parse_columns(raw: bytes, max_points: int, max_series: int) -> dict[str, Poi
         raise _bad('"series" must be a list.', "series")
     if len(series) > max_series:
         raise TooLarge(f"At most {max_series} series per request.", field="series")
-    now = time.time()
-    checked: set[tuple[int, str]] = set()  # a column shared by several series is checked once
 
     def column(item: Mapping[str, Any], name: str, dtype: str, where: str) -> np.ndarray:
         ref = item.get(name)
         if type(ref) is not int or not 0 <= ref < len(arrays):
             raise _bad(f"{where}.{name} must be a column index, got {ref!r}.", f"{where}.{name}")
-        arr = arrays[ref]
-        if arr.dtype != _NATIVE[dtype]:
+        if arrays[ref].dtype != _NATIVE[dtype]:
             raise _bad(f'{where}.{name} must be an "{dtype}" column.', f"{where}.{name}")
-        if (ref, name) not in checked:
-            checked.add((ref, name))
-            if name == "steps" and arr.size and int(arr.min()) < 0:
-                raise _bad(f"Steps are integers >= 0; got {int(arr.min())}.", f"{where}.steps")
-            if name == "wall_times" and not bool(np.isfinite(arr).all()):
-                message = "Wall times are finite numbers (seconds since epoch)."
-                raise _bad(message, f"{where}.wall_times")
-        return arr
+        return arrays[ref]
 
-    parts: dict[str, list[Points]] = {}
-    total = 0
     for i, item in enumerate(series):
         where = f"series[{i}]"
         if not isinstance(item, Mapping):
@@ -127,18 +118,7 @@ def parse_columns(raw: bytes, max_points: int, max_series: int) -> dict[str, Poi
         key = check_key(item.get("key"), f"{where}.key")
         steps = column(item, "steps", "i8", where)
         values = column(item, "values", "f8", where)
-        if item.get("wall_times") is None:
-            walls = np.full(len(steps), now, dtype=np.float64)
-        else:
+        walls = None
+        if item.get("wall_times") is not None:
             walls = column(item, "wall_times", "f8", where)
-        if not (len(steps) == len(values) == len(walls)):
-            raise _bad(
-                f"{where}: steps, values and wall_times must have the same length "
-                f"(got {len(steps)}, {len(values)}, {len(walls)}).",
-                where,
-            )
-        total += len(steps)
-        if total > max_points:
-            raise TooLarge(f"At most {max_points} points per request.", field="series")
-        parts.setdefault(key, []).append(Points(steps, walls, values))
-    return {k: Points.concat(v) for k, v in parts.items()}
+        yield where, key, steps, values, walls
