@@ -25,7 +25,6 @@ Three stages, so that `run.log()` never waits on anything but a short uncontende
 from __future__ import annotations
 
 import bisect
-import gzip
 import heapq
 import itertools
 import json
@@ -52,6 +51,7 @@ from .records import (
     Record,
     RunNotCreated,
     deliver,
+    gzip_body,
     json_record,
     new_key,
 )
@@ -277,11 +277,6 @@ def form_metric_batches(
     if builder.points:
         out.append(builder.emit())
     return out
-
-
-def gzip_body(data: bytes) -> bytes:
-    # Level 1: JSON numbers compress ~4x even at the fastest level, and CPU is what we lack.
-    return gzip.compress(data, compresslevel=1, mtime=0)
 
 
 def chunk_items(
