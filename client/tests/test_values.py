@@ -8,8 +8,8 @@ from tracker_client._values import (
     coerce_step,
     coerce_value,
     decode_value,
-    encode_values,
     flatten_params,
+    json_float,
     sanitize_key,
     validate_key,
     validate_tags,
@@ -87,8 +87,10 @@ def test_key_charset():
     assert sanitize_key("") == "_"
 
 
-def test_encode_values_nonfinite_as_strings():
-    text = encode_values([0.5, math.nan, math.inf, -math.inf, 3, 1e-5, -2.5e300])
+def test_json_float_nonfinite_as_strings():
+    text = json.dumps(
+        [json_float(v) for v in [0.5, math.nan, math.inf, -math.inf, 3, 1e-5, -2.5e300]]
+    )
     assert json.loads(text) == [0.5, "NaN", "Infinity", "-Infinity", 3, 1e-5, -2.5e300]
     assert [decode_value(v) for v in json.loads(text)][2] == math.inf
     assert math.isnan(decode_value("NaN"))

@@ -6,7 +6,6 @@ and a set lookup) or in the background sender (so it may be thorough).
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import operator
@@ -18,7 +17,6 @@ from typing import Any
 _KEY_RE = re.compile(r"[A-Za-z0-9_./:\- ]{1,255}\Z")
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_./:\- ]")
 MAX_STEP = 2**63 - 1
-_NONFINITE = re.compile(r"(-?Infinity|NaN)")
 
 
 def validate_key(key: Any, what: str = "key") -> str:
@@ -80,18 +78,6 @@ def json_float(value: float) -> float | str:
     if math.isnan(value):
         return "NaN"
     return "Infinity" if value > 0 else "-Infinity"
-
-
-def encode_values(values: list[int | float]) -> str:
-    """JSON array text of numbers with NaN/±Infinity quoted as the contract requires.
-
-    json.dumps emits bare NaN/Infinity tokens; since the list only holds numbers, quoting those
-    tokens afterwards is exact and keeps the common all-finite case entirely in C.
-    """
-    text = json.dumps(values)
-    if "N" in text or "I" in text:
-        text = _NONFINITE.sub(r'"\1"', text)
-    return text
 
 
 def decode_value(value: Any) -> float | int:

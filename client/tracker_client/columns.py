@@ -33,7 +33,7 @@ MEDIA_TYPE = "application/vnd.tracker.columns"
 MAGIC = b"TKC1"
 _PREFIX = struct.Struct("<4sI")
 _CODES = {"i8": "q", "f8": "d"}
-_DTYPES = {"q": "i8", "d": "f8"}
+_DTYPES = {code: dtype for dtype, code in _CODES.items()}
 _SWAP = sys.byteorder != "little"
 
 logger = logging.getLogger("tracker_client")
@@ -78,12 +78,7 @@ class ColumnsBuilder:
         self._blocks.append((array("q", steps), array("d", walls)))
         series = self.series
         for key in keys:
-            entry = (block, float_column(dicts, key))
-            found = series.get(key)
-            if found is None:
-                series[key] = [entry]
-            else:
-                found.append(entry)
+            series.setdefault(key, []).append((block, float_column(dicts, key)))
         self.points += len(dicts) * len(keys)
 
     def emit(self) -> tuple[bytes, int]:
