@@ -1,8 +1,9 @@
 """Helpers shared across test packages: a Celery worker in a subprocess, waiting for a condition,
-checking a logged series point by point."""
+checking a logged series point by point, posting a metrics batch."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import time
 from collections.abc import Callable
@@ -47,3 +48,17 @@ def check_series(run_id: int, keys: list[str], n: int, value: Callable[[str, int
         assert series.count == len(pts) == n, (key, series.count, len(pts))
         assert pts.steps.tolist() == list(range(n))
         assert pts.values.tolist() == [value(key, s) for s in range(n)]
+
+
+def post_metrics(
+    client: Any, run: Any, raw: bytes, content_type: str, key: str | None = None, gz: bool = False
+) -> Any:
+    """POST a metrics body (JSON or binary columns) as the client sends it: optionally gzipped,
+    optionally with an Idempotency-Key."""
+    headers: dict[str, str] = {}
+    if key:
+        headers["HTTP_IDEMPOTENCY_KEY"] = key
+    if gz:
+        raw = gzip.compress(raw)
+        headers["HTTP_CONTENT_ENCODING"] = "gzip"
+    return client.post(f"/api/v1/runs/{run.pk}/metrics/", raw, content_type=content_type, **headers)

@@ -180,15 +180,25 @@ class ObjectStore:
         return 404, {}, {"error": {"code": "not_found", "message": path}}
 
 
+def _crc(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def _serve_with_file(stub_server, tmp_path, store, size, name="model.bin"):
+    """`store` behind a stub server, and a file of `size` random bytes: (stub, path, data)."""
+    stub = stub_server(store)
+    store.url = stub.url
+    data = os.urandom(size)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return stub, path, data
+
+
 def _first_attempt_fails_at_part_3(stub_server, tmp_path, stream=False):
     """A 4,500-byte file in 5 parts; the object store refuses part 3 (403) the first time.
     `stream`: hashed while sent (sha256 at complete) rather than declared up front."""
     store = ObjectStore("s3", part_size=1000, fail_parts={3})
-    stub = stub_server(store)
-    store.url = stub.url
-    data = os.urandom(4500)
-    path = tmp_path / "model.bin"
-    path.write_bytes(data)
+    stub, path, data = _serve_with_file(stub_server, tmp_path, store, 4500)
     http = HttpClient(stub.url, "secret-token")
     with pytest.raises(ApiError):
         upload_file(http, 7, path, "model.bin", workers=3, stream=stream)
@@ -251,20 +261,13 @@ def test_digest_file_crc32_per_part(tmp_path):
 
 def test_parts_carry_their_crc32_and_a_bad_digest_is_sent_again(stub_server, tmp_path):
     store = ObjectStore("s3", part_size=1000, bad_digests={2: 1, 3: 9})
-    stub = stub_server(store)
-    store.url = stub.url
-    data = os.urandom(3500)
-    path = tmp_path / "model.bin"
-    path.write_bytes(data)
+    stub, path, data = _serve_with_file(stub_server, tmp_path, store, 3500)
     digest = FileDigest(
         hashlib.sha256(data).hexdigest(),
         len(data),
         file_signature(path),
         1000,
-        tuple(
-            base64.b64encode(zlib.crc32(data[i : i + 1000]).to_bytes(4, "big")).decode()
-            for i in range(0, len(data), 1000)
-        ),
+        tuple(_crc(data[i : i + 1000]) for i in range(0, len(data), 1000)),
     )
     http = HttpClient(stub.url, "t")
     # Part 3 never gets through (as if the file no longer matched its CRC32): given up on.
@@ -281,18 +284,11 @@ def test_parts_carry_their_crc32_and_a_bad_digest_is_sent_again(stub_server, tmp
 
 def test_chunked_upload_recovers_from_lost_response(stub_server, tmp_path):
     store = ObjectStore("chunked", lose_chunk_response_at=1000)
-    stub = stub_server(store)
-    data = os.urandom(3500)
-    path = tmp_path / "log.txt"
-    path.write_bytes(data)
+    stub, path, data = _serve_with_file(stub_server, tmp_path, store, 3500, "log.txt")
     result = upload_file(HttpClient(stub.url, "t"), 7, path, "logs/log.txt")
     assert result["state"] == "ready"
     assert bytes(store.chunked) == data  # the 409 answer moved us on instead of duplicating
     assert store.declared["path"] == "logs/log.txt"
-
-
-def _crc(data: bytes) -> str:
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def test_streaming_upload_hashes_while_sending_and_resumes(stub_server, tmp_path):
@@ -338,11 +334,7 @@ def test_streaming_upload_of_a_file_changed_since_resends_every_part(stub_server
 
 def test_streaming_upload_compares_with_an_artifact_already_there(stub_server, tmp_path):
     store = ObjectStore("s3", part_size=1000)
-    stub = stub_server(store)
-    store.url = stub.url
-    data = os.urandom(2500)
-    path = tmp_path / "model.bin"
-    path.write_bytes(data)
+    stub, path, data = _serve_with_file(stub_server, tmp_path, store, 2500)
     http = HttpClient(stub.url, "t")
     sha = hashlib.sha256(data).hexdigest()
     store.existing = {"id": 11, "path": "model.bin", "state": "ready", "size": 2500, "sha256": sha}
@@ -355,10 +347,7 @@ def test_streaming_upload_compares_with_an_artifact_already_there(stub_server, t
 
 def test_streaming_upload_fails_on_a_file_that_shrinks(stub_server, tmp_path, monkeypatch):
     store = ObjectStore("s3", part_size=1000)
-    stub = stub_server(store)
-    store.url = stub.url
-    path = tmp_path / "model.bin"
-    path.write_bytes(os.urandom(3000))
+    stub, path, _ = _serve_with_file(stub_server, tmp_path, store, 3000)
     real = file_signature(path)
     # The size was taken (3,500 bytes) before the file was cut short.
     import tracker_client.artifacts as artifacts
@@ -371,10 +360,7 @@ def test_streaming_upload_fails_on_a_file_that_shrinks(stub_server, tmp_path, mo
 
 def test_streaming_chunked_upload_recovers_from_lost_response(stub_server, tmp_path):
     store = ObjectStore("chunked", lose_chunk_response_at=1000)
-    stub = stub_server(store)
-    data = os.urandom(3500)
-    path = tmp_path / "log.txt"
-    path.write_bytes(data)
+    stub, path, data = _serve_with_file(stub_server, tmp_path, store, 3500, "log.txt")
     result = upload_file(HttpClient(stub.url, "t"), 7, path, "logs/log.txt", stream=True)
     assert result["state"] == "ready"
     assert bytes(store.chunked) == data

@@ -4,7 +4,6 @@ problem, nothing stored."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import struct
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers import post_metrics
 from tracker.models import IdempotencyRecord, Series
 from tracker.selectors.series import read_points
 from tracker.services.metric_columns import MEDIA_TYPE
@@ -37,13 +37,7 @@ def frame(columns: list[np.ndarray], series: list[dict[str, Any]], **header_extr
 
 
 def post(client: Any, run: Any, raw: bytes, key: str | None = None, gz: bool = False) -> Any:
-    headers: dict[str, str] = {}
-    if key:
-        headers["HTTP_IDEMPOTENCY_KEY"] = key
-    if gz:
-        raw = gzip.compress(raw)
-        headers["HTTP_CONTENT_ENCODING"] = "gzip"
-    return client.post(f"/api/v1/runs/{run.pk}/metrics/", raw, content_type=MEDIA_TYPE, **headers)
+    return post_metrics(client, run, raw, MEDIA_TYPE, key, gz)
 
 
 def steps(*s: int) -> np.ndarray:

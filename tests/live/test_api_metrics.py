@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers import post_metrics
 from tracker.models import IdempotencyRecord, RunStatus, Series, SeriesChunk
 from tracker.selectors.series import read_points
 
@@ -21,14 +21,7 @@ def url(run: Any) -> str:
 
 
 def post(client: Any, run: Any, body: Any, key: str | None = None, gz: bool = False) -> Any:
-    raw = json.dumps(body).encode()
-    headers: dict[str, str] = {}
-    if key:
-        headers["HTTP_IDEMPOTENCY_KEY"] = key
-    if gz:
-        raw = gzip.compress(raw)
-        headers["HTTP_CONTENT_ENCODING"] = "gzip"
-    return client.post(url(run), raw, content_type="application/json", **headers)
+    return post_metrics(client, run, json.dumps(body).encode(), "application/json", key, gz)
 
 
 def points(run: Any, key: str) -> Any:
