@@ -211,16 +211,15 @@ def _save_summaries(series: list[Series]) -> None:
     row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
     columns = ", ".join(qn(f.column) for f in fields)
     sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+    # Identifiers come from the model, every value is a parameter.
+    head = f"UPDATE {qn(Series._meta.db_table)} AS s SET {sets} FROM (VALUES "  # noqa: S608
+    tail = f") AS v(id, {columns}) WHERE s.id = v.id"
     with connection.cursor() as cursor:
         for start in range(0, len(series), 1000):  # ≤ 9,000 parameters per statement
             group = series[start : start + 1000]
-            # Identifiers come from the model, every value is a parameter.
-            values = ", ".join([row] * len(group))
-            table = qn(Series._meta.db_table)
-            sql = f"UPDATE {table} AS s SET {sets} FROM (VALUES {values}) AS v(id, {columns}) "  # noqa: S608
-            sql += "WHERE s.id = v.id"
             cursor.execute(
-                sql, [v for o in group for v in (o.pk, *(getattr(o, n) for n in SUMMARY_FIELDS))]
+                head + ", ".join([row] * len(group)) + tail,
+                [v for o in group for v in (o.pk, *(getattr(o, n) for n in SUMMARY_FIELDS))],
             )
 
 
