@@ -62,6 +62,8 @@ VERIFY_STALE_AFTER = timedelta(minutes=10)
 HEARTBEAT = 30.0
 MISMATCH = "The uploaded bytes do not match the declared sha256."
 NO_UPLOAD = "No upload in progress; create the artifact again."
+# What an artifact's metadata holds about its upload in progress, gone once it ends.
+UPLOAD_METADATA = ("upload_key", "part_crc32", "deferred")
 _HEX = set("0123456789abcdef")
 
 
@@ -187,9 +189,12 @@ def _drop_upload(artifact: Artifact) -> None:
             pass
     artifact.upload_id = ""
     artifact.bytes_received = 0
-    artifact.metadata.pop("upload_key", None)
-    artifact.metadata.pop("part_crc32", None)
-    artifact.metadata.pop("deferred", None)
+    _forget(artifact, *UPLOAD_METADATA)
+
+
+def _forget(artifact: Artifact, *names: str) -> None:
+    for name in names:
+        artifact.metadata.pop(name, None)
 
 
 def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
@@ -200,10 +205,7 @@ def _mark_ready(artifact: Artifact, sha256: str, size: int) -> Artifact:
     artifact.state = ArtifactState.READY
     artifact.upload_id = ""
     artifact.bytes_received = size
-    artifact.metadata.pop("upload_key", None)
-    artifact.metadata.pop("part_crc32", None)
-    artifact.metadata.pop("deferred", None)
-    artifact.metadata.pop("error", None)
+    _forget(artifact, *UPLOAD_METADATA, "error")
     artifact.save()
     return artifact
 
@@ -541,8 +543,8 @@ def _complete_s3(store: S3BlobStore, artifact: Artifact, parts: Any) -> Artifact
             code="upload_incomplete",
         ) from None
     artifact.upload_id = ""  # completed: nothing left to abort
-    artifact.metadata.pop("part_crc32", None)  # S3 checked them, part by part
-    artifact.metadata.pop("deferred", None)
+    # S3 checked the CRC32s part by part; the key stays, for the sha256 check.
+    _forget(artifact, "part_crc32", "deferred")
     actual = int(store.client.head_object(Bucket=store.bucket, Key=key)["ContentLength"])
     if actual != artifact.size:
         store.delete_key(key)
